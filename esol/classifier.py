@@ -1,0 +1,93 @@
+"""Shared by the three classifier training steps: build, load, train one stage, save."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from pathlib import Path
+
+import torch
+
+from esol import checkpoint
+from esol.config import Params
+from esol.data.layout import Dataset
+from esol.data.loaders import ClassificationSet
+from esol.io import write_json
+from esol.model import ESOLNet
+from esol.runtime import make_runtime
+from esol.stages import STAGES, set_train_mode, set_trainable, stage_step
+from esol.training import TrainSpec, train, trainable
+
+log = logging.getLogger("esol.classifier")
+
+
+def build_model(params: Params, dataset: Dataset) -> ESOLNet:
+    return ESOLNet(params.model, dataset.num_classes - 1)
+
+
+def load_model(params: Params, dataset: Dataset, path: Path) -> ESOLNet:
+    model = build_model(params, dataset)
+    checkpoint.load_model_state(model, path)
+    return model
+
+
+def _file_digest(path: Path | None) -> str:
+    if path is None:
+        return ""
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()[:16]
+
+
+def param_groups(model: ESOLNet, stage: str, cfg) -> list[dict]:
+    """Learning rates per parameter group, as each stage's config names them."""
+    if stage == "train_cam":
+        return [
+            {"params": trainable(model.backbone.parameters()), "lr": cfg.lr},
+            {"params": trainable([model.w1, *model.classifier.parameters()]), "lr": cfg.lr_new},
+        ]
+    sampler = model.off1 if stage == "train_expansion" else model.off2
+    return [
+        {"params": trainable(model.classifier.parameters()), "lr": cfg.lr},
+        {"params": trainable(sampler.parameters()), "lr": cfg.lr_offset},
+    ]
+
+
+def train_stage(
+    stage: str, params: Params, *, data_dir: Path, init_model: Path | None, out_model: Path,
+    metrics: Path, live_dir: Path, checkpoint_dir: Path,
+) -> dict:
+    """Train ``stage`` starting from ``init_model`` (None: fresh) and write the model + metrics."""
+    cfg = params.section(stage)
+    stage_index = STAGES.index(stage)
+    runtime = make_runtime(params.runtime, params.dataset.seed * 100 + stage_index)
+    dataset = Dataset(data_dir)
+    model = build_model(params, dataset)
+    if init_model is not None:
+        checkpoint.load_model_state(model, init_model)
+    model.to(runtime.device)
+    if runtime.channels_last:
+        model.to(memory_format=torch.channels_last)
+    set_trainable(model, stage)
+    if stage == "train_expansion":
+        model.grl_scale = cfg.grl_scale
+    freeze_bn = params.model.pretrained or bool(params.model.weights_file)
+    spec = TrainSpec(
+        name=stage, param_groups=param_groups(model, stage, cfg), optimizer=cfg.optimizer,
+        momentum=cfg.momentum, weight_decay=cfg.weight_decay, epochs=cfg.epochs,
+        batch_size=cfg.batch_size, seed=params.dataset.seed * 100 + stage_index,
+        fingerprint=checkpoint.fingerprint(stage, cfg, params.model, params.dataset, params.synthetic, _file_digest(init_model)),
+    )
+    train_set = ClassificationSet(dataset, "train_aug", cfg.crop_size, spec.seed)
+    summary = train(
+        spec, model, train_set,
+        step=lambda batch: stage_step(model, stage, batch, runtime.to_device, cfg),
+        runtime=runtime, checkpoint_dir=checkpoint_dir, live_dir=live_dir,
+        num_workers=params.runtime.num_workers,
+        on_epoch_start=lambda _epoch: set_train_mode(model, stage, freeze_bn),
+    )
+    if stage == "train_cam":
+        model.init_w2()
+    model.cpu()
+    checkpoint.save(out_model, {"model": model.state_dict(), "meta": {"stage": stage, "classes": dataset.classes}})
+    result = {"stage": stage, **{k: round(v, 6) for k, v in summary.items()}}
+    write_json(metrics, result)
+    return result

@@ -1,0 +1,78 @@
+"""``esol <step> [options]``: run one pipeline step by hand, exactly as the workflow does.
+
+Options are generated from each step's ``run`` signature, so the command line, Snakemake and
+DVC cannot disagree on what a step reads and writes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import inspect
+import logging
+import sys
+import time
+import typing
+from pathlib import Path
+
+from esol.config import ConfigError, load_params
+from esol.io import InputError
+from esol.runtime import setup_logging
+from esol.steps import STEPS
+
+log = logging.getLogger("esol")
+
+
+def _add_step_parser(subparsers, name: str) -> None:
+    module = importlib.import_module(f"esol.steps.{name}")
+    doc = inspect.getdoc(module.run) or ""
+    parser = subparsers.add_parser(
+        name, help=doc.splitlines()[0] if doc else name, description=doc,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--params", type=Path, default=Path("params.yaml"), help="params file (default: params.yaml)")
+    hints = typing.get_type_hints(module.run)
+    for pname, param in inspect.signature(module.run).parameters.items():
+        if pname == "params":
+            continue
+        hint = hints.get(pname)
+        flag = "--" + pname.replace("_", "-")
+        kwargs: dict = {"dest": pname, "required": param.default is inspect.Parameter.empty}
+        if param.default is not inspect.Parameter.empty:
+            kwargs["default"] = param.default
+        if typing.get_origin(hint) is list:
+            kwargs.update(type=Path, nargs="+")
+        elif hint in (int, str):
+            kwargs["type"] = hint
+        else:
+            kwargs["type"] = Path
+        parser.add_argument(flag, metavar=pname.upper(), **kwargs)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="esol", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("-v", "--verbose", action="store_true")
+    subparsers = parser.add_subparsers(dest="step", required=True, metavar="STEP")
+    for name in STEPS:
+        _add_step_parser(subparsers, name)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    setup_logging(args.verbose)
+    kwargs = {k: v for k, v in vars(args).items() if k not in ("step", "verbose", "params")}
+    started = time.perf_counter()
+    try:
+        params = load_params(args.params)
+        module = importlib.import_module(f"esol.steps.{args.step}")
+        module.run(params, **kwargs)
+    except (ConfigError, InputError) as exc:
+        log.error("%s failed: %s", args.step, exc)
+        return 2
+    log.info("%s done in %.1f s", args.step, time.perf_counter() - started)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,98 @@
+"""torch Datasets over :class:`esol.data.layout.Dataset` for each way a step reads images."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset as TorchDataset
+
+from esol.data.layout import Dataset
+from esol.io import IGNORE_LABEL, read_label_png
+
+IMAGENET_MEAN = np.array([0.485, 0.456, 0.406], dtype=np.float32)
+IMAGENET_STD = np.array([0.229, 0.224, 0.225], dtype=np.float32)
+
+
+def normalize(image: np.ndarray) -> torch.Tensor:
+    """(H, W, 3) uint8 -> (3, H, W) float32, ImageNet-normalised."""
+    x = (image.astype(np.float32) / 255.0 - IMAGENET_MEAN) / IMAGENET_STD
+    return torch.from_numpy(np.ascontiguousarray(x.transpose(2, 0, 1)))
+
+
+def random_crop(rng: np.random.Generator, crop: int, *arrays: np.ndarray, fills: tuple[int, ...]) -> list[np.ndarray]:
+    """Pad (with per-array fill values) to at least ``crop`` and take one random crop of all arrays."""
+    h, w = arrays[0].shape[:2]
+    ph, pw = max(crop - h, 0), max(crop - w, 0)
+    out = []
+    top = int(rng.integers(0, h + ph - crop + 1))
+    left = int(rng.integers(0, w + pw - crop + 1))
+    for array, fill in zip(arrays, fills, strict=True):
+        if ph or pw:
+            pad = [(0, ph), (0, pw)] + [(0, 0)] * (array.ndim - 2)
+            array = np.pad(array, pad, constant_values=fill)
+        out.append(array[top : top + crop, left : left + crop])
+    return out
+
+
+class ClassificationSet(TorchDataset):
+    """Images with multi-hot image-level labels, randomly flipped and cropped (classifier training)."""
+
+    def __init__(self, dataset: Dataset, split: str, crop_size: int, seed: int) -> None:
+        self.dataset, self.ids, self.crop_size, self.seed = dataset, dataset.ids(split), crop_size, seed
+        self.epoch = 0
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
+        rng = np.random.default_rng([self.seed, self.epoch, index])
+        image_id = self.ids[index]
+        image = self.dataset.image(image_id)
+        if rng.random() < 0.5:
+            image = image[:, ::-1]
+        (image,) = random_crop(rng, self.crop_size, image, fills=(0,))
+        return normalize(image), torch.from_numpy(self.dataset.multi_hot(image_id))
+
+
+class SegmentationTrainSet(TorchDataset):
+    """Images with label maps from ``label_dir`` (pseudo labels), flipped and cropped together."""
+
+    def __init__(self, dataset: Dataset, split: str, label_dir: Path, crop_size: int, seed: int) -> None:
+        self.dataset, self.ids, self.label_dir = dataset, dataset.ids(split), Path(label_dir)
+        self.crop_size, self.seed, self.epoch = crop_size, seed, 0
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
+        rng = np.random.default_rng([self.seed, self.epoch, index])
+        image_id = self.ids[index]
+        image = self.dataset.image(image_id)
+        label = read_label_png(self.label_dir / f"{image_id}.png", self.dataset.num_classes)
+        if image.shape[:2] != label.shape:
+            raise ValueError(f"{self.label_dir / image_id}.png: size {label.shape} differs from its image {image.shape[:2]}")
+        if rng.random() < 0.5:
+            image, label = image[:, ::-1], label[:, ::-1]
+        image, label = random_crop(rng, self.crop_size, image, label, fills=(0, IGNORE_LABEL))
+        return normalize(image), torch.from_numpy(label.astype(np.int64))
+
+
+class InferenceSet(TorchDataset):
+    """Whole images (unaugmented) with their ids, for CAM inference and evaluation."""
+
+    def __init__(self, dataset: Dataset, ids: list[str]) -> None:
+        self.dataset, self.ids = dataset, ids
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def __getitem__(self, index: int) -> tuple[str, np.ndarray]:
+        image_id = self.ids[index]
+        return image_id, self.dataset.image(image_id)
+
+
+def collate_inference(batch: list[tuple[str, np.ndarray]]) -> tuple[list[str], list[np.ndarray]]:
+    ids, images = zip(*batch, strict=True)
+    return list(ids), list(images)

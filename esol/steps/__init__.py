@@ -1,0 +1,18 @@
+"""One module per pipeline step, each exposing ``run(params, *, <paths>)``.
+
+The order below is the pipeline's: the Snakefile and the ``esol`` command line both use it.
+"""
+
+STEPS = (
+    "prepare_data",
+    "train_cam",
+    "train_expansion",
+    "train_shrinkage",
+    "make_cam",
+    "eval_seeds",
+    "refine_crf",
+    "eval_pseudo_labels",
+    "train_seg",
+    "eval_seg",
+    "summarize",
+)

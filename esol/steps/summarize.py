@@ -1,0 +1,54 @@
+"""The final tables: the ablation across variants and the contract metrics files."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import pandas as pd
+
+from esol.config import Params
+from esol.io import atomic_path, read_json, write_json
+
+log = logging.getLogger("esol.summarize")
+
+VARIANTS = ("cam", "expansion", "shrinkage", "esol")
+FINAL_VARIANT = "esol"
+
+
+def ablation_table(seed_files: list[Path], pseudo_files: list[Path]) -> pd.DataFrame:
+    """One row per variant: seed scores at the configured and the best threshold, pseudo-label mIoU."""
+    rows = []
+    pseudo = {read_json(p)["variant"]: read_json(p) for p in pseudo_files}
+    for path in seed_files:
+        seeds = read_json(path)
+        variant = seeds["variant"]
+        rows.append({
+            "variant": variant,
+            "seed_miou": seeds["miou"], "seed_precision": seeds["precision"], "seed_recall": seeds["recall"],
+            "threshold": seeds["threshold"],
+            "best_threshold": seeds["best_threshold"], "best_seed_miou": seeds["best"]["miou"],
+            "best_seed_precision": seeds["best"]["precision"], "best_seed_recall": seeds["best"]["recall"],
+            "pseudo_label_miou": pseudo.get(variant, {}).get("miou"),
+        })
+    order = {v: i for i, v in enumerate(VARIANTS)}
+    return pd.DataFrame(rows).sort_values("variant", key=lambda s: s.map(order)).reset_index(drop=True)
+
+
+def run(
+    params: Params, *, seeds: list[Path], pseudo_labels: list[Path], segmentation: Path,
+    ablation: Path, final_seeds: Path, final_pseudo_labels: Path,
+) -> dict:
+    """Collect per-variant SEEDS and PSEUDO_LABELS metrics into ABLATION (CSV); copy the final
+    variant's (esol) files to FINAL_SEEDS and FINAL_PSEUDO_LABELS; print the headline table."""
+    table = ablation_table(seeds, pseudo_labels)
+    with atomic_path(ablation) as tmp:
+        table.to_csv(tmp, index=False)
+    final = [p for p in seeds if read_json(p)["variant"] == FINAL_VARIANT]
+    final_pl = [p for p in pseudo_labels if read_json(p)["variant"] == FINAL_VARIANT]
+    write_json(final_seeds, read_json(final[0]))
+    write_json(final_pseudo_labels, read_json(final_pl[0]))
+    seg = read_json(segmentation)
+    log.info("ablation:\n%s", table.to_string(index=False))
+    log.info("segmentation val mIoU %.2f", seg["miou"])
+    return {"variants": table["variant"].tolist()}

@@ -1,0 +1,67 @@
+"""Segmentation training: DeepLabV3 on the pseudo labels (255 ignored)."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from esol import checkpoint
+from esol.config import Params
+from esol.data.layout import Dataset
+from esol.data.loaders import SegmentationTrainSet
+from esol.io import IGNORE_LABEL, write_json
+from esol.runtime import make_runtime
+from esol.segmentation import build_seg_model
+from esol.training import TrainSpec, train, trainable
+
+log = logging.getLogger("esol.train_seg")
+
+
+def run(
+    params: Params, *, data: Path, labels: Path, out_model: Path, metrics: Path, live_dir: Path, checkpoint_dir: Path
+) -> dict:
+    """Train the segmentation net on DATA's train_aug images with the pseudo labels in LABELS.
+
+    Writes OUT_MODEL, METRICS (final epoch's loss), curves to LIVE_DIR and a resumable
+    checkpoint per epoch to CHECKPOINT_DIR.
+    """
+    cfg = params.train_seg
+    seed = params.dataset.seed * 100 + 10
+    runtime = make_runtime(params.runtime, seed)
+    dataset = Dataset(data)
+    model = build_seg_model(cfg, params.model, dataset.num_classes).to(runtime.device)
+    if runtime.channels_last:
+        model.to(memory_format=torch.channels_last)
+    model.train()
+    head = list(model.classifier.parameters())
+    head_ids = {id(p) for p in head}
+    spec = TrainSpec(
+        name="train_seg",
+        param_groups=[
+            {"params": [p for p in trainable(model.parameters()) if id(p) not in head_ids], "lr": cfg.lr},
+            {"params": head, "lr": cfg.lr * 10},
+        ],
+        optimizer="sgd", momentum=cfg.momentum, weight_decay=cfg.weight_decay, epochs=cfg.epochs,
+        batch_size=cfg.batch_size, seed=seed,
+        fingerprint=checkpoint.fingerprint("train_seg", cfg, params.model, params.dataset, params.synthetic,
+                                           sorted(p.name for p in Path(labels).glob("*.png"))[:5]),
+    )
+
+    def step(batch):
+        images, target = (runtime.to_device(t) for t in batch)
+        logits = model(images)["out"]
+        loss = F.cross_entropy(logits.float(), target, ignore_index=IGNORE_LABEL)
+        return loss, {}
+
+    summary = train(
+        spec, model, SegmentationTrainSet(dataset, "train_aug", labels, cfg.crop_size, seed), step,
+        runtime=runtime, checkpoint_dir=checkpoint_dir, live_dir=live_dir, num_workers=params.runtime.num_workers,
+    )
+    model.cpu()
+    checkpoint.save(out_model, {"model": model.state_dict(), "meta": {"arch": cfg.arch, "classes": dataset.classes}})
+    result = {k: round(v, 6) for k, v in summary.items()}
+    write_json(metrics, result)
+    return result

@@ -1,0 +1,148 @@
+"""One training loop for every stage: poly schedule, per-epoch checkpoints, resume, dvclive."""
+
+from __future__ import annotations
+
+import logging
+import random
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset, Sampler
+from tqdm import tqdm
+
+from esol import checkpoint
+from esol.runtime import Runtime
+
+log = logging.getLogger("esol.training")
+
+StepFn = Callable[[Any], tuple[torch.Tensor, dict[str, float]]]
+
+
+class EpochPermutation(Sampler[int]):
+    """Shuffles as a pure function of (seed, epoch): a resumed run sees the same order."""
+
+    def __init__(self, size: int, seed: int) -> None:
+        self.size, self.seed, self.epoch = size, seed, 0
+
+    def __iter__(self):
+        return iter(np.random.default_rng([self.seed, self.epoch]).permutation(self.size).tolist())
+
+    def __len__(self) -> int:
+        return self.size
+
+
+@dataclass
+class TrainSpec:
+    """What a stage trains and how."""
+
+    name: str
+    param_groups: list[dict[str, Any]]
+    optimizer: str
+    momentum: float
+    weight_decay: float
+    epochs: int
+    batch_size: int
+    seed: int
+    fingerprint: str
+
+
+def make_optimizer(spec: TrainSpec) -> torch.optim.Optimizer:
+    groups = [g for g in spec.param_groups if g["params"]]
+    if spec.optimizer == "sgd":
+        return torch.optim.SGD(groups, momentum=spec.momentum, weight_decay=spec.weight_decay)
+    return torch.optim.Adam(groups, weight_decay=spec.weight_decay)
+
+
+def trainable(params: Iterable[torch.nn.Parameter]) -> list[torch.nn.Parameter]:
+    return [p for p in params if p.requires_grad]
+
+
+def train(
+    spec: TrainSpec,
+    model: torch.nn.Module,
+    dataset: Dataset,
+    step: StepFn,
+    runtime: Runtime,
+    checkpoint_dir: Path,
+    live_dir: Path,
+    num_workers: int = 0,
+    on_epoch_start: Callable[[int], None] | None = None,
+) -> dict[str, float]:
+    """Train ``model`` for ``spec.epochs``; resumes from ``checkpoint_dir/last.pt`` when it matches.
+
+    ``step(batch)`` returns the loss and scalars to log. Returns the last epoch's mean scalars.
+    """
+    from dvclive import Live
+
+    sampler = EpochPermutation(len(dataset), spec.seed)
+    loader = DataLoader(
+        dataset, batch_size=spec.batch_size, sampler=sampler, num_workers=num_workers,
+        drop_last=len(dataset) >= spec.batch_size, pin_memory=runtime.device.type == "cuda",
+        persistent_workers=num_workers > 0,
+    )
+    optimizer = make_optimizer(spec)
+    total = spec.epochs * len(loader)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda it: max(1 - it / total, 0.0) ** 0.9)
+
+    start_epoch = 0
+    summary: dict[str, float] = {}
+    last = checkpoint_dir / "last.pt"
+    if last.is_file():
+        state = checkpoint.safe_load(last)
+        if state.get("fingerprint") == spec.fingerprint:
+            model.load_state_dict(state["model"])
+            optimizer.load_state_dict(state["optimizer"])
+            scheduler.load_state_dict(state["scheduler"])
+            torch.set_rng_state(state["torch_rng"])
+            random.setstate(_tuple_state(state["python_rng"]))
+            start_epoch = int(state["epoch"]) + 1
+            summary = dict(state.get("summary", {}))
+            log.info("%s: resuming after epoch %d from %s", spec.name, start_epoch, last)
+        else:
+            log.info("%s: ignoring %s (written for other params)", spec.name, last)
+
+    live = Live(str(live_dir), dvcyaml=None, save_dvc_exp=False, resume=start_epoch > 0, report=None)
+    live.step = start_epoch
+    for epoch in range(start_epoch, spec.epochs):
+        sampler.epoch = epoch
+        if hasattr(dataset, "epoch"):
+            dataset.epoch = epoch
+        if on_epoch_start:
+            on_epoch_start(epoch)
+        sums: dict[str, float] = {}
+        count = 0
+        bar = tqdm(loader, desc=f"{spec.name} epoch {epoch + 1}/{spec.epochs}", mininterval=5, leave=False)
+        for batch in bar:
+            with runtime.autocast():
+                loss, scalars = step(batch)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            scheduler.step()
+            count += 1
+            for key, value in {"loss": float(loss.detach()), **scalars}.items():
+                sums[key] = sums.get(key, 0.0) + value
+            bar.set_postfix(loss=f"{sums['loss'] / count:.4f}")
+        summary = {key: value / max(count, 1) for key, value in sums.items()}
+        summary["lr"] = optimizer.param_groups[0]["lr"]
+        checkpoint.save(last, {
+            "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+            "scheduler": scheduler.state_dict(), "epoch": epoch, "fingerprint": spec.fingerprint,
+            "torch_rng": torch.get_rng_state(), "python_rng": list(random.getstate()), "summary": summary,
+        })
+        for key, value in summary.items():
+            live.log_metric(f"train/{key}", value)
+        live.next_step()
+        log.info("%s epoch %d/%d: %s", spec.name, epoch + 1, spec.epochs,
+                 ", ".join(f"{k}={v:.4g}" for k, v in summary.items()))
+    live.end()
+    return summary
+
+
+def _tuple_state(state: Any) -> tuple:
+    version, internal, gauss = state
+    return (version, tuple(internal), gauss)
