@@ -23,8 +23,12 @@ CAM_LEVELS = 255
 
 @torch.no_grad()
 def multiscale_cams(
-    model: ESOLNet, images: list[np.ndarray], scales: tuple[float, ...], flip: bool,
-    device: torch.device, autocast=None,
+    model: ESOLNet,
+    images: list[np.ndarray],
+    scales: tuple[float, ...],
+    flip: bool,
+    device: torch.device,
+    autocast=None,
 ) -> torch.Tensor:
     """Sum over scales (and flips) of ReLU CAMs, upsampled to the images' size: (B, K, H, W).
 

@@ -61,7 +61,10 @@ def load_model_state(model: torch.nn.Module, path: str | Path) -> dict[str, Any]
         details = []
         if mismatched:
             k = mismatched[0]
-            details.append(f"{len(mismatched)} shape mismatch(es), e.g. {k}: file {tuple(state[k].shape)} vs model {tuple(own[k].shape)}")
+            details.append(
+                f"{len(mismatched)} shape mismatch(es), e.g. {k}: "
+                f"file {tuple(state[k].shape)} vs model {tuple(own[k].shape)}"
+            )
         if missing:
             details.append(f"{len(missing)} missing key(s), e.g. {missing[0]}")
         if unexpected:

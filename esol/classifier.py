@@ -52,8 +52,15 @@ def param_groups(model: ESOLNet, stage: str, cfg) -> list[dict]:
 
 
 def train_stage(
-    stage: str, params: Params, *, data_dir: Path, init_model: Path | None, out_model: Path,
-    metrics: Path, live_dir: Path, checkpoint_dir: Path,
+    stage: str,
+    params: Params,
+    *,
+    data_dir: Path,
+    init_model: Path | None,
+    out_model: Path,
+    metrics: Path,
+    live_dir: Path,
+    checkpoint_dir: Path,
 ) -> dict:
     """Train ``stage`` starting from ``init_model`` (None: fresh) and write the model + metrics."""
     cfg = params.section(stage)
@@ -71,16 +78,27 @@ def train_stage(
         model.grl_scale = cfg.grl_scale
     freeze_bn = params.model.pretrained or bool(params.model.weights_file)
     spec = TrainSpec(
-        name=stage, param_groups=param_groups(model, stage, cfg), optimizer=cfg.optimizer,
-        momentum=cfg.momentum, weight_decay=cfg.weight_decay, epochs=cfg.epochs,
-        batch_size=cfg.batch_size, seed=params.dataset.seed * 100 + stage_index,
-        fingerprint=checkpoint.fingerprint(stage, cfg, params.model, params.dataset, params.synthetic, _file_digest(init_model)),
+        name=stage,
+        param_groups=param_groups(model, stage, cfg),
+        optimizer=cfg.optimizer,
+        momentum=cfg.momentum,
+        weight_decay=cfg.weight_decay,
+        epochs=cfg.epochs,
+        batch_size=cfg.batch_size,
+        seed=params.dataset.seed * 100 + stage_index,
+        fingerprint=checkpoint.fingerprint(
+            stage, cfg, params.model, params.dataset, params.synthetic, _file_digest(init_model)
+        ),
     )
     train_set = ClassificationSet(dataset, "train_aug", cfg.crop_size, spec.seed)
     summary = train(
-        spec, model, train_set,
+        spec,
+        model,
+        train_set,
         step=lambda batch: stage_step(model, stage, batch, runtime.to_device, cfg),
-        runtime=runtime, checkpoint_dir=checkpoint_dir, live_dir=live_dir,
+        runtime=runtime,
+        checkpoint_dir=checkpoint_dir,
+        live_dir=live_dir,
         num_workers=params.runtime.num_workers,
         on_epoch_start=lambda _epoch: set_train_mode(model, stage, freeze_bn),
     )

@@ -10,6 +10,7 @@ import argparse
 import importlib
 import inspect
 import logging
+import os
 import sys
 import time
 import typing
@@ -27,7 +28,9 @@ def _add_step_parser(subparsers, name: str) -> None:
     module = importlib.import_module(f"esol.steps.{name}")
     doc = inspect.getdoc(module.run) or ""
     parser = subparsers.add_parser(
-        name, help=doc.splitlines()[0] if doc else name, description=doc,
+        name,
+        help=doc.splitlines()[0] if doc else name,
+        description=doc,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--params", type=Path, default=Path("params.yaml"), help="params file (default: params.yaml)")
@@ -50,8 +53,11 @@ def _add_step_parser(subparsers, name: str) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="esol", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="esol", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("-v", "--verbose", action="store_true")
+    parser.add_argument("--log", type=Path, help="send logging and progress bars (stderr) to this file")
     subparsers = parser.add_subparsers(dest="step", required=True, metavar="STEP")
     for name in STEPS:
         _add_step_parser(subparsers, name)
@@ -60,8 +66,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.log:
+        args.log.parent.mkdir(parents=True, exist_ok=True)
+        log_file = open(args.log, "w", buffering=1)
+        os.dup2(log_file.fileno(), sys.stderr.fileno())
     setup_logging(args.verbose)
-    kwargs = {k: v for k, v in vars(args).items() if k not in ("step", "verbose", "params")}
+    kwargs = {k: v for k, v in vars(args).items() if k not in ("step", "verbose", "params", "log")}
     started = time.perf_counter()
     try:
         params = load_params(args.params)

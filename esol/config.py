@@ -216,9 +216,7 @@ def validate(raw: Any, source: str = "params.yaml") -> None:
 def params_from_dict(raw: dict[str, Any], source: str = "params.yaml") -> Params:
     """Validate a parsed params mapping and return its typed view."""
     validate(raw, source)
-    sections = {
-        name: _build(section_type, raw[name]) for name, section_type in _SECTION_TYPES.items()
-    }
+    sections = {name: _build(section_type, raw[name]) for name, section_type in _SECTION_TYPES.items()}
     return Params(**sections)
 
 

@@ -15,10 +15,14 @@ def crf_label_inference(image: np.ndarray, labels: np.ndarray, n_labels: int, cf
     """Refine a label map (values < n_labels) with a dense CRF over ``image``; returns labels."""
     h, w = labels.shape
     crf = dcrf.DenseCRF2D(w, h, n_labels)
-    crf.setUnaryEnergy(np.ascontiguousarray(unary_from_labels(labels, n_labels, gt_prob=cfg.gt_prob, zero_unsure=False)))
+    crf.setUnaryEnergy(
+        np.ascontiguousarray(unary_from_labels(labels, n_labels, gt_prob=cfg.gt_prob, zero_unsure=False))
+    )
     crf.addPairwiseGaussian(sxy=cfg.gaussian_sxy, compat=cfg.gaussian_compat)
     crf.addPairwiseBilateral(
-        sxy=cfg.bilateral_sxy, srgb=cfg.bilateral_srgb, rgbim=np.ascontiguousarray(image, dtype=np.uint8),
+        sxy=cfg.bilateral_sxy,
+        srgb=cfg.bilateral_srgb,
+        rgbim=np.ascontiguousarray(image, dtype=np.uint8),
         compat=cfg.bilateral_compat,
     )
     q = np.asarray(crf.inference(cfg.iterations), dtype=np.float32)

@@ -43,5 +43,7 @@ def scores(conf: np.ndarray, class_names: list[str] | None = None) -> dict:
         "precision": round(float(precision) * 100, 3),
         "recall": round(float(recall) * 100, 3),
         "pixel_accuracy": round(float(tp.sum() / max(conf.sum(), 1)) * 100, 3),
-        "per_class": {name: (None if np.isnan(v) else round(float(v) * 100, 3)) for name, v in zip(names, iou, strict=True)},
+        "per_class": {
+            name: (None if np.isnan(v) else round(float(v) * 100, 3)) for name, v in zip(names, iou, strict=True)
+        },
     }

@@ -1,12 +1,12 @@
 """The ESOL classifier (method.md, section 2) and the backbones it runs on.
 
-    F   = backbone(x)
-    o1  = bound(off1(F))                   expansion sampler
-    F1  = relu(deform_conv(F, o1, W1))
-    F1c = clip(F1)
-    o2  = bound(off2(F1c))                 shrinkage sampler
-    F2  = relu(deform_conv(F1c, o2, W2))   W2 is never trained
-    s   = fc(gap(F2));  CAM_c = relu(fc_c . F2)
+F   = backbone(x)
+o1  = bound(off1(F))                   expansion sampler
+F1  = relu(deform_conv(F, o1, W1))
+F1c = clip(F1)
+o2  = bound(off2(F1c))                 shrinkage sampler
+F2  = relu(deform_conv(F1c, o2, W2))   W2 is never trained
+s   = fc(gap(F2));  CAM_c = relu(fc_c . F2)
 """
 
 from __future__ import annotations
@@ -86,8 +86,8 @@ class ResNet50Backbone(nn.Module):
 
 def load_backbone_weights(net: nn.Module, path: str | Path) -> None:
     """Load a pre-staged state dict into ``net``; refuse pickled code and mismatched shapes."""
-    from esol.io import InputError
     from esol.checkpoint import safe_load
+    from esol.io import InputError
 
     state = safe_load(path)
     if isinstance(state, dict) and "state_dict" in state:

@@ -63,9 +63,15 @@ def make_runtime(cfg: RuntimeConfig, seed: int) -> Runtime:
         raise RuntimeError("runtime.device is 'cuda' but no CUDA device is visible")
     device = torch.device("cuda" if cfg.device in ("auto", "cuda") and cuda else "cpu")
     if device.type == "cpu":
-        log.info("running on CPU (%d threads)%s", torch.get_num_threads(), "" if cfg.device == "cpu" else ": no GPU visible")
+        log.info(
+            "running on CPU (%d threads)%s", torch.get_num_threads(), "" if cfg.device == "cpu" else ": no GPU visible"
+        )
     else:
-        log.info("running on %s (CUDA_VISIBLE_DEVICES=%s)", torch.cuda.get_device_name(device), os.environ.get("CUDA_VISIBLE_DEVICES", "<unset>"))
+        log.info(
+            "running on %s (CUDA_VISIBLE_DEVICES=%s)",
+            torch.cuda.get_device_name(device),
+            os.environ.get("CUDA_VISIBLE_DEVICES", "<unset>"),
+        )
     amp = {"off": None, "bf16": torch.bfloat16, "fp16": torch.float16}.get(cfg.amp)
     if cfg.amp == "auto":
         amp = torch.bfloat16 if device.type == "cuda" else None

@@ -103,7 +103,11 @@ def stage_step(
     if stage == "train_expansion":
         scalars["offset1"] = mean_offset(out.offset1)
     if stage == "train_shrinkage":
-        expanded = normalized_cams(F.relu(model.classifier(out.f1c))).detach() if cfg.area_form == "outside_expansion" else None
+        expanded = (
+            normalized_cams(F.relu(model.classifier(out.f1c))).detach()
+            if cfg.area_form == "outside_expansion"
+            else None
+        )
         area = area_loss(out.cams, labels, cfg.area_form, cfg.area_target, expanded)
         loss = loss + cfg.area_weight * area
         scalars.update(area_loss=float(area.detach()), offset2=mean_offset(out.offset2))

@@ -80,8 +80,12 @@ def train(
 
     sampler = EpochPermutation(len(dataset), spec.seed)
     loader = DataLoader(
-        dataset, batch_size=spec.batch_size, sampler=sampler, num_workers=num_workers,
-        drop_last=len(dataset) >= spec.batch_size, pin_memory=runtime.device.type == "cuda",
+        dataset,
+        batch_size=spec.batch_size,
+        sampler=sampler,
+        num_workers=num_workers,
+        drop_last=len(dataset) >= spec.batch_size,
+        pin_memory=runtime.device.type == "cuda",
         persistent_workers=num_workers > 0,
     )
     optimizer = make_optimizer(spec)
@@ -126,19 +130,32 @@ def train(
             count += 1
             for key, value in {"loss": float(loss.detach()), **scalars}.items():
                 sums[key] = sums.get(key, 0.0) + value
-            bar.set_postfix(loss=f"{sums['loss'] / count:.4f}")
+            bar.set_postfix(loss=f"{sums['loss'] / count:.4f}", refresh=False)
         summary = {key: value / max(count, 1) for key, value in sums.items()}
         summary["lr"] = optimizer.param_groups[0]["lr"]
-        checkpoint.save(last, {
-            "model": model.state_dict(), "optimizer": optimizer.state_dict(),
-            "scheduler": scheduler.state_dict(), "epoch": epoch, "fingerprint": spec.fingerprint,
-            "torch_rng": torch.get_rng_state(), "python_rng": list(random.getstate()), "summary": summary,
-        })
+        checkpoint.save(
+            last,
+            {
+                "model": model.state_dict(),
+                "optimizer": optimizer.state_dict(),
+                "scheduler": scheduler.state_dict(),
+                "epoch": epoch,
+                "fingerprint": spec.fingerprint,
+                "torch_rng": torch.get_rng_state(),
+                "python_rng": list(random.getstate()),
+                "summary": summary,
+            },
+        )
         for key, value in summary.items():
             live.log_metric(f"train/{key}", value)
         live.next_step()
-        log.info("%s epoch %d/%d: %s", spec.name, epoch + 1, spec.epochs,
-                 ", ".join(f"{k}={v:.4g}" for k, v in summary.items()))
+        log.info(
+            "%s epoch %d/%d: %s",
+            spec.name,
+            epoch + 1,
+            spec.epochs,
+            ", ".join(f"{k}={v:.4g}" for k, v in summary.items()),
+        )
     live.end()
     return summary
 

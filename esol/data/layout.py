@@ -29,6 +29,9 @@ class Dataset:
 
     root: Path
 
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "root", Path(self.root))
+
     @cached_property
     def meta(self) -> dict:
         meta = read_json(self.root / "meta.json")

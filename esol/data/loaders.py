@@ -72,7 +72,9 @@ class SegmentationTrainSet(TorchDataset):
         image = self.dataset.image(image_id)
         label = read_label_png(self.label_dir / f"{image_id}.png", self.dataset.num_classes)
         if image.shape[:2] != label.shape:
-            raise ValueError(f"{self.label_dir / image_id}.png: size {label.shape} differs from its image {image.shape[:2]}")
+            raise ValueError(
+                f"{self.label_dir / image_id}.png: size {label.shape} differs from its image {image.shape[:2]}"
+            )
         if rng.random() < 0.5:
             image, label = image[:, ::-1], label[:, ::-1]
         image, label = random_crop(rng, self.crop_size, image, label, fills=(0, IGNORE_LABEL))

@@ -63,7 +63,12 @@ def make_textures(num_classes: int) -> tuple[list[Texture], list[Texture], list[
         hue = c / num_classes
         parts.append(Texture(_hsv(hue, 0.9, 0.95), _hsv(hue + 0.5, 0.9, 0.35), 5.0 + (c % 3), np.pi * c / num_classes))
         contexts.append(
-            Texture(_hsv(hue + 0.08, 0.45, 0.6), _hsv(hue + 0.08, 0.45, 0.3), 11.0 + 2 * (c % 3), np.pi * (c + 0.5) / num_classes)
+            Texture(
+                _hsv(hue + 0.08, 0.45, 0.6),
+                _hsv(hue + 0.08, 0.45, 0.3),
+                11.0 + 2 * (c % 3),
+                np.pi * (c + 0.5) / num_classes,
+            )
         )
     neutrals = [
         Texture(_hsv(0.1 + 0.3 * i, 0.15, 0.55), _hsv(0.1 + 0.3 * i, 0.15, 0.35), 14.0 + 3 * i, 0.7 * i + 0.2)
@@ -92,17 +97,31 @@ def _object_mask(h: int, w: int, rng: np.random.Generator) -> tuple[np.ndarray, 
     return inside, (u + a) / (2 * a)
 
 
+REGION_BACKGROUND, REGION_CONTEXT, REGION_BODY, REGION_PART = 0, 1, 2, 3
+
+
 def generate_sample(
     cfg: SyntheticConfig, seed: int, index: int, textures: tuple | None = None
 ) -> tuple[np.ndarray, np.ndarray, list[int]]:
     """One image: (H, W, 3) uint8, (H, W) uint8 mask, sorted foreground class ids (1-based)."""
+    image, mask, present, _ = generate_sample_with_regions(cfg, seed, index, textures)
+    return image, mask, present
+
+
+def generate_sample_with_regions(
+    cfg: SyntheticConfig, seed: int, index: int, textures: tuple | None = None
+) -> tuple[np.ndarray, np.ndarray, list[int], np.ndarray]:
+    """As :func:`generate_sample`, plus a (H, W) region map for diagnostics: REGION_PART
+    (class-specific texture), REGION_BODY (shared texture), REGION_CONTEXT (background wearing
+    a present class's context texture) or REGION_BACKGROUND."""
     parts, contexts, neutrals, body = textures or make_textures(cfg.num_classes)
     rng = np.random.default_rng([seed, index])
     h = w = cfg.image_size
     n_objects = int(rng.integers(1, cfg.max_objects + 1))
     classes = rng.choice(cfg.num_classes, size=n_objects, replace=False)
 
-    if rng.random() < cfg.context_prob:
+    in_context = rng.random() < cfg.context_prob
+    if in_context:
         background = contexts[int(rng.choice(classes))]
     else:
         # Absent classes' contexts appear too, so context alone does not prove a class.
@@ -111,6 +130,7 @@ def generate_sample(
         background = pool[int(rng.integers(len(pool)))]
     image = background.render(h, w, rng)
     mask = np.zeros((h, w), dtype=np.uint8)
+    regions = np.full((h, w), REGION_CONTEXT if in_context else REGION_BACKGROUND, dtype=np.uint8)
 
     for c in classes:
         inside, along = _object_mask(h, w, rng)
@@ -118,6 +138,8 @@ def generate_sample(
         part = inside & (along >= 1 - cfg.part_fraction)
         image[part] = parts[c].render(h, w, rng)[part]
         mask[inside] = c + 1
+        regions[inside] = REGION_BODY
+        regions[part] = REGION_PART
 
     present = sorted(int(c) for c in np.unique(mask) if c != 0 and (mask == c).sum() >= 20)
     edges = np.zeros_like(mask, dtype=bool)
@@ -126,7 +148,7 @@ def generate_sample(
         edges |= region & ~ndimage.binary_erosion(region, iterations=1, border_value=1)
     mask[edges & (mask != 0) | ndimage.binary_dilation(mask != 0) & (mask == 0)] = IGNORE_LABEL
     image = (np.clip(image, 0, 1) * 255).astype(np.uint8)
-    return image, mask, present
+    return image, mask, present, regions
 
 
 def generate(root: str | Path, cfg: SyntheticConfig, seed: int) -> dict[str, int]:
@@ -141,9 +163,10 @@ def generate(root: str | Path, cfg: SyntheticConfig, seed: int) -> dict[str, int
     jobs = [(image_id, i) for i, image_id in enumerate(train_aug)]
     jobs += [(image_id, 1_000_000 + i) for i, image_id in enumerate(val)]
     for image_id, index in tqdm(jobs, desc="synthetic images", mininterval=2):
-        image, mask, present = generate_sample(cfg, seed, index, textures)
+        image, mask, present, regions = generate_sample_with_regions(cfg, seed, index, textures)
         write_jpeg(root / "JPEGImages" / f"{image_id}.jpg", image)
         write_label_png(root / "SegmentationClass" / f"{image_id}.png", mask)
+        write_label_png(root / "Regions" / f"{image_id}.png", regions)
         labels[image_id] = present
     splits = {"train_aug": train_aug, "train": train_aug[: cfg.num_train], "val": val}
     for split, ids in splits.items():

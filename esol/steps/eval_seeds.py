@@ -11,7 +11,7 @@ from tqdm import tqdm
 from esol.cams import load_cam
 from esol.config import Params
 from esol.data.layout import Dataset
-from esol.io import write_json, write_text
+from esol.io import read_label_png, write_json, write_text
 from esol.metrics import confusion, scores
 
 log = logging.getLogger("esol.eval_seeds")
@@ -33,6 +33,8 @@ def run(params: Params, *, data: Path, cams: Path, variant: str, metrics: Path, 
     k = dataset.num_classes
     sweep = sorted(set(thresholds(cfg.sweep_start, cfg.sweep_stop, cfg.sweep_step)) | {cfg.threshold})
     confs = np.zeros((len(sweep), k, k), dtype=np.int64)
+    region_dir = dataset.root / "Regions"  # synthetic data only: where the failure modes live
+    region_sums, region_counts = np.zeros(4), np.zeros(4)
     for image_id in tqdm(dataset.ids("train"), desc=f"seeds {variant}", mininterval=5):
         keys, cam = load_cam(cams / f"{image_id}.npz")
         gt = dataset.mask(image_id)
@@ -42,19 +44,44 @@ def run(params: Params, *, data: Path, cams: Path, variant: str, metrics: Path, 
             best, peak = keys[cam.argmax(axis=0)], cam.max(axis=0)
         else:
             best, peak = np.zeros_like(gt), np.zeros(gt.shape, np.float32)
+        if region_dir.is_dir():
+            regions = read_label_png(region_dir / f"{image_id}.png")
+            activation = peak if len(keys) else np.zeros(gt.shape, np.float32)
+            region_sums += np.bincount(regions.ravel(), weights=activation.ravel(), minlength=4)[:4]
+            region_counts += np.bincount(regions.ravel(), minlength=4)[:4]
         for i, t in enumerate(sweep):
             confs[i] += confusion(gt, np.where(peak > t, best, 0), k)
-    curve_rows = [{"threshold": t, **{m: v for m, v in scores(c).items() if m != "per_class"}} for t, c in zip(sweep, confs, strict=True)]
+    curve_rows = [
+        {"threshold": t, **{m: v for m, v in scores(c).items() if m != "per_class"}}
+        for t, c in zip(sweep, confs, strict=True)
+    ]
     best_row = max(curve_rows, key=lambda r: r["miou"])
     at = scores(confs[sweep.index(cfg.threshold)], dataset.classes)
     best_scores = scores(confs[sweep.index(best_row["threshold"])], dataset.classes)
     result = {
-        "variant": variant, **at, "threshold": cfg.threshold,
-        "best_threshold": best_row["threshold"], "best": {m: best_scores[m] for m in ("miou", "precision", "recall")},
+        "variant": variant,
+        **at,
+        "threshold": cfg.threshold,
+        "best_threshold": best_row["threshold"],
+        "best": {m: best_scores[m] for m in ("miou", "precision", "recall")},
         "curve": curve_rows,
     }
+    if region_counts.sum():
+        names = ("background", "context_background", "object_body", "object_part")
+        result["mean_cam_by_region"] = {
+            name: round(float(region_sums[i] / max(region_counts[i], 1)), 4) for i, name in enumerate(names)
+        }
     write_json(metrics, result)
     header = "threshold,miou,precision,recall\n"
-    write_text(curve, header + "".join(f"{r['threshold']},{r['miou']},{r['precision']},{r['recall']}\n" for r in curve_rows))
-    log.info("%s seeds: mIoU %.2f at t=%.2f; best %.2f at t=%.2f", variant, at["miou"], cfg.threshold, best_row["miou"], best_row["threshold"])
+    write_text(
+        curve, header + "".join(f"{r['threshold']},{r['miou']},{r['precision']},{r['recall']}\n" for r in curve_rows)
+    )
+    log.info(
+        "%s seeds: mIoU %.2f at t=%.2f; best %.2f at t=%.2f",
+        variant,
+        at["miou"],
+        cfg.threshold,
+        best_row["miou"],
+        best_row["threshold"],
+    )
     return result

@@ -36,8 +36,12 @@ def run(params: Params, *, data: Path, model: Path, metrics: Path, predictions: 
     conf = np.zeros((k, k), dtype=np.int64)
     background = np.zeros((k, k), dtype=np.int64)
     ids = dataset.ids("val")
-    loader = DataLoader(InferenceSet(dataset, ids), batch_size=params.eval_seg.batch_size,
-                        num_workers=params.runtime.num_workers, collate_fn=collate_inference)
+    loader = DataLoader(
+        InferenceSet(dataset, ids),
+        batch_size=params.eval_seg.batch_size,
+        num_workers=params.runtime.num_workers,
+        collate_fn=collate_inference,
+    )
     with atomic_dir(predictions) as partial, tqdm(total=len(ids), desc="segmentation val", mininterval=5) as bar:
         for batch_ids, images in loader:
             groups: dict[tuple, list[int]] = defaultdict(list)
@@ -54,5 +58,7 @@ def run(params: Params, *, data: Path, model: Path, metrics: Path, predictions: 
     result = scores(conf, dataset.classes)
     result["all_background_miou"] = scores(background)["miou"]
     write_json(metrics, result)
-    log.info("segmentation val: mIoU %.2f (all-background predictor: %.2f)", result["miou"], result["all_background_miou"])
+    log.info(
+        "segmentation val: mIoU %.2f (all-background predictor: %.2f)", result["miou"], result["all_background_miou"]
+    )
     return result

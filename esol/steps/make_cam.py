@@ -36,7 +36,9 @@ def run(params: Params, *, data: Path, model: Path, split: str, out_dir: Path) -
         todo = [i for i in dataset.ids(split) if not (partial / f"{i}.npz").is_file()]
         log.info("%s: %d images to do, %d already done", split, len(todo), len(dataset.ids(split)) - len(todo))
         loader = DataLoader(
-            InferenceSet(dataset, todo), batch_size=cfg.batch_size, num_workers=params.runtime.num_workers,
+            InferenceSet(dataset, todo),
+            batch_size=cfg.batch_size,
+            num_workers=params.runtime.num_workers,
             collate_fn=collate_inference,
         )
         with tqdm(total=len(todo), desc=f"CAMs {out_dir.name}", mininterval=5) as bar:
@@ -45,9 +47,13 @@ def run(params: Params, *, data: Path, model: Path, split: str, out_dir: Path) -
                 for index, image in enumerate(images):
                     by_size[image.shape[:2]].append(index)
                 for members in by_size.values():
-                    cams = multiscale_cams(
-                        net, [images[i] for i in members], cfg.scales, cfg.flip, runtime.device, runtime.autocast()
-                    ).cpu().numpy()
+                    cams = (
+                        multiscale_cams(
+                            net, [images[i] for i in members], cfg.scales, cfg.flip, runtime.device, runtime.autocast()
+                        )
+                        .cpu()
+                        .numpy()
+                    )
                     for row, index in enumerate(members):
                         keys = np.asarray(dataset.labels(ids[index]), dtype=np.int64)
                         save_cam(partial / f"{ids[index]}.npz", keys, quantise(cams[row], keys))

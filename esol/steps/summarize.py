@@ -23,21 +23,33 @@ def ablation_table(seed_files: list[Path], pseudo_files: list[Path]) -> pd.DataF
     for path in seed_files:
         seeds = read_json(path)
         variant = seeds["variant"]
-        rows.append({
-            "variant": variant,
-            "seed_miou": seeds["miou"], "seed_precision": seeds["precision"], "seed_recall": seeds["recall"],
-            "threshold": seeds["threshold"],
-            "best_threshold": seeds["best_threshold"], "best_seed_miou": seeds["best"]["miou"],
-            "best_seed_precision": seeds["best"]["precision"], "best_seed_recall": seeds["best"]["recall"],
-            "pseudo_label_miou": pseudo.get(variant, {}).get("miou"),
-        })
+        rows.append(
+            {
+                "variant": variant,
+                "seed_miou": seeds["miou"],
+                "seed_precision": seeds["precision"],
+                "seed_recall": seeds["recall"],
+                "threshold": seeds["threshold"],
+                "best_threshold": seeds["best_threshold"],
+                "best_seed_miou": seeds["best"]["miou"],
+                "best_seed_precision": seeds["best"]["precision"],
+                "best_seed_recall": seeds["best"]["recall"],
+                "pseudo_label_miou": pseudo.get(variant, {}).get("miou"),
+            }
+        )
     order = {v: i for i, v in enumerate(VARIANTS)}
     return pd.DataFrame(rows).sort_values("variant", key=lambda s: s.map(order)).reset_index(drop=True)
 
 
 def run(
-    params: Params, *, seeds: list[Path], pseudo_labels: list[Path], segmentation: Path,
-    ablation: Path, final_seeds: Path, final_pseudo_labels: Path,
+    params: Params,
+    *,
+    seeds: list[Path],
+    pseudo_labels: list[Path],
+    segmentation: Path,
+    ablation: Path,
+    final_seeds: Path,
+    final_pseudo_labels: Path,
 ) -> dict:
     """Collect per-variant SEEDS and PSEUDO_LABELS metrics into ABLATION (CSV); copy the final
     variant's (esol) files to FINAL_SEEDS and FINAL_PSEUDO_LABELS; print the headline table."""

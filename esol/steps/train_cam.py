@@ -15,6 +15,12 @@ def run(params: Params, *, data: Path, out_model: Path, metrics: Path, live_dir:
     curves to LIVE_DIR (dvclive) and a resumable checkpoint per epoch to CHECKPOINT_DIR.
     """
     return train_stage(
-        "train_cam", params, data_dir=data, init_model=None, out_model=out_model,
-        metrics=metrics, live_dir=live_dir, checkpoint_dir=checkpoint_dir,
+        "train_cam",
+        params,
+        data_dir=data,
+        init_model=None,
+        out_model=out_model,
+        metrics=metrics,
+        live_dir=live_dir,
+        checkpoint_dir=checkpoint_dir,
     )

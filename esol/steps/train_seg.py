@@ -44,10 +44,20 @@ def run(
             {"params": [p for p in trainable(model.parameters()) if id(p) not in head_ids], "lr": cfg.lr},
             {"params": head, "lr": cfg.lr * 10},
         ],
-        optimizer="sgd", momentum=cfg.momentum, weight_decay=cfg.weight_decay, epochs=cfg.epochs,
-        batch_size=cfg.batch_size, seed=seed,
-        fingerprint=checkpoint.fingerprint("train_seg", cfg, params.model, params.dataset, params.synthetic,
-                                           sorted(p.name for p in Path(labels).glob("*.png"))[:5]),
+        optimizer="sgd",
+        momentum=cfg.momentum,
+        weight_decay=cfg.weight_decay,
+        epochs=cfg.epochs,
+        batch_size=cfg.batch_size,
+        seed=seed,
+        fingerprint=checkpoint.fingerprint(
+            "train_seg",
+            cfg,
+            params.model,
+            params.dataset,
+            params.synthetic,
+            sorted(p.name for p in Path(labels).glob("*.png"))[:5],
+        ),
     )
 
     def step(batch):
@@ -57,8 +67,14 @@ def run(
         return loss, {}
 
     summary = train(
-        spec, model, SegmentationTrainSet(dataset, "train_aug", labels, cfg.crop_size, seed), step,
-        runtime=runtime, checkpoint_dir=checkpoint_dir, live_dir=live_dir, num_workers=params.runtime.num_workers,
+        spec,
+        model,
+        SegmentationTrainSet(dataset, "train_aug", labels, cfg.crop_size, seed),
+        step,
+        runtime=runtime,
+        checkpoint_dir=checkpoint_dir,
+        live_dir=live_dir,
+        num_workers=params.runtime.num_workers,
     )
     model.cpu()
     checkpoint.save(out_model, {"model": model.state_dict(), "meta": {"arch": cfg.arch, "classes": dataset.classes}})

@@ -8,13 +8,28 @@ from esol.classifier import train_stage
 from esol.config import Params
 
 
-def run(params: Params, *, data: Path, init_model: Path, out_model: Path, metrics: Path, live_dir: Path, checkpoint_dir: Path) -> dict:
+def run(
+    params: Params,
+    *,
+    data: Path,
+    init_model: Path,
+    out_model: Path,
+    metrics: Path,
+    live_dir: Path,
+    checkpoint_dir: Path,
+) -> dict:
     """Stage 2: train the shrinkage sampler (off2) and the classifier with L_cls + area loss.
 
     Starts from INIT_MODEL; reads DATA (train_aug split); writes OUT_MODEL, METRICS, training curves
     to LIVE_DIR (dvclive) and a resumable checkpoint per epoch to CHECKPOINT_DIR.
     """
     return train_stage(
-        "train_shrinkage", params, data_dir=data, init_model=init_model, out_model=out_model,
-        metrics=metrics, live_dir=live_dir, checkpoint_dir=checkpoint_dir,
+        "train_shrinkage",
+        params,
+        data_dir=data,
+        init_model=init_model,
+        out_model=out_model,
+        metrics=metrics,
+        live_dir=live_dir,
+        checkpoint_dir=checkpoint_dir,
     )

@@ -1,0 +1,28 @@
+# ESOL, end to end (the paper's pipeline figure, read left to right):
+#
+#   image labels -> classifier: CAM (stage 0) -> expansion (stage 1) -> shrinkage (stage 2)
+#   -> seed areas (CAM inference, seed evaluation) -> refinement (CRF) -> pseudo masks
+#   -> segmentation network -> evaluation
+#
+# `snakemake --cores 2` runs it on CPU; `snakemake --cores 8 --resources gpu=4` on a GPU box.
+# dvc.yaml is generated from this workflow (`make dvc.yaml`); edit the rules, not dvc.yaml.
+
+from snakemake.utils import min_version
+
+min_version("9.0")
+
+
+configfile: "params.yaml"
+
+
+include: "workflow/rules/common.smk"
+include: "workflow/rules/data.smk"
+include: "workflow/rules/classifier.smk"
+include: "workflow/rules/seeds.smk"
+include: "workflow/rules/segmentation.smk"
+include: "workflow/rules/summary.smk"
+
+
+rule all:
+    input:
+        FINAL_METRICS,

@@ -1,0 +1,114 @@
+"""Generate ``dvc.yaml`` from the Snakemake workflow, so the two pipelines cannot drift.
+
+Every job of the Snakemake DAG (built for the params on disk) becomes one DVC stage with the
+same command, dependencies, outputs and params sections. Run ``python -m esol.dvcgen`` (or
+``make dvc.yaml``) after changing a rule; a test fails when the committed file is stale.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import io
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+HEADER = """\
+# GENERATED FILE - do not edit. Derived from the Snakefile by `python -m esol.dvcgen`
+# (`make dvc.yaml`); tests/test_dvc_yaml.py fails when it is out of date.
+# Run with `dvc repro`; compare with `dvc exp run -S section.key=value` and `dvc metrics diff`.
+"""
+
+
+def _snakemake_jobs(workdir: Path) -> list:
+    """All jobs of the workflow's DAG in topological order (Snakemake's own DAG builder)."""
+    from snakemake.api import DAGSettings, OutputSettings, ResourceSettings, SnakemakeApi
+    from snakemake.settings.enums import Quietness
+
+    with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+        with SnakemakeApi(OutputSettings(quiet={Quietness.ALL})) as api:
+            workflow_api = api.workflow(
+                resource_settings=ResourceSettings(cores=2), snakefile=workdir / "Snakefile", workdir=workdir
+            )
+            dag_api = workflow_api.dag(DAGSettings(forceall=True))
+            workflow = dag_api.workflow_api._workflow
+            workflow.dag_settings = dag_api.dag_settings
+            workflow._prepare_dag(forceall=True, ignore_incomplete=True, lock_warn_only=True)
+            workflow._build_dag()
+            return [job for level in workflow.dag.toposorted() for job in level]
+
+
+def _kind(path: str) -> str:
+    if path.startswith("results/metrics/") and path.endswith(".json"):
+        return "metrics"
+    if path.startswith(("results/plots/", "results/live/")):
+        return "plots"
+    if path.startswith("results/metrics/"):
+        return "uncached"
+    return "outs"
+
+
+def _stage(job: Any) -> tuple[str, dict[str, Any]]:
+    name = job.rule.name + "".join(f"-{value}" for value in job.wildcards)
+    cmd = " ".join(job.shellcmd.split()).replace(sys.executable, "python")
+    deps = sorted(dict.fromkeys(str(p) for p in job.input))
+    stage: dict[str, Any] = {"cmd": cmd}
+    if deps:
+        stage["deps"] = deps
+    sections = job.params.get("sections") if hasattr(job.params, "get") else None
+    if sections:
+        stage["params"] = list(sections)
+    outs, metrics, plots = [], [], []
+    for path in (str(p) for p in job.output):
+        kind = _kind(path)
+        if kind == "metrics":
+            metrics.append({path: {"cache": False}})
+        elif kind == "plots" and path.startswith("results/live/"):
+            plots.append({f"{path}/plots/metrics": {"cache": False}})
+        elif kind == "plots":
+            plots.append({path: {"cache": False, "x": "threshold", "y": ["miou", "precision", "recall"]}})
+        elif kind == "uncached":
+            outs.append({path: {"cache": False}})
+        else:
+            outs.append(path)
+    for key, values in (("outs", outs), ("metrics", metrics), ("plots", plots)):
+        if values:
+            stage[key] = values
+    return name, stage
+
+
+def render(workdir: Path = Path(".")) -> str:
+    """The dvc.yaml text for the workflow in ``workdir``."""
+    workdir = workdir.resolve()
+    cwd = os.getcwd()
+    try:
+        os.chdir(workdir)
+        jobs = [job for job in _snakemake_jobs(workdir) if job.rule.shellcmd]
+    finally:
+        os.chdir(cwd)
+    stages = dict(_stage(job) for job in jobs)
+    return HEADER + yaml.safe_dump({"stages": stages}, sort_keys=False, width=200)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--output", type=Path, default=Path("dvc.yaml"))
+    parser.add_argument("--check", action="store_true", help="exit 1 if OUTPUT differs from the generated text")
+    args = parser.parse_args(argv)
+    text = render(Path("."))
+    if args.check:
+        current = args.output.read_text() if args.output.is_file() else ""
+        if current != text:
+            print(f"{args.output} is out of date: run `python -m esol.dvcgen`", file=sys.stderr)
+            return 1
+        return 0
+    args.output.write_text(text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

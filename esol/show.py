@@ -1,0 +1,42 @@
+"""Print the pipeline's headline metrics as tables (``python -m esol.show``)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import pandas as pd
+
+from esol.io import read_json
+
+
+def headline(metrics_dir: Path) -> pd.DataFrame:
+    rows = []
+    for stage in ("seeds", "pseudo_labels", "segmentation"):
+        path = metrics_dir / f"{stage}.json"
+        if path.is_file():
+            m = read_json(path)
+            rows.append({"result": stage, "mIoU": m["miou"], "precision": m["precision"], "recall": m["recall"]})
+    return pd.DataFrame(rows)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--metrics-dir", type=Path, default=Path("results/metrics"))
+    args = parser.parse_args(argv)
+    table = headline(args.metrics_dir)
+    if table.empty:
+        print(f"no metrics in {args.metrics_dir}: run the pipeline first", file=sys.stderr)
+        return 1
+    print("Final metrics (percent; seeds and pseudo labels on the train split, segmentation on val)")
+    print(table.to_string(index=False))
+    ablation = args.metrics_dir / "ablation.csv"
+    if ablation.is_file():
+        print("\nAblation (seed scores at the configured threshold and at each variant's best):")
+        print(pd.read_csv(ablation).to_string(index=False))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,43 @@
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+
+import pytest
+import yaml
+
+from esol.config import Params, params_from_dict
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def deep_merge(base: dict, override: dict) -> dict:
+    merged = copy.deepcopy(base)
+    for key, value in override.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = deep_merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def smoke_params_dict() -> dict:
+    base = yaml.safe_load((REPO / "params.yaml").read_text())
+    return deep_merge(base, yaml.safe_load((REPO / "config" / "smoke.yaml").read_text()))
+
+
+@pytest.fixture
+def smoke_params() -> Params:
+    return params_from_dict(smoke_params_dict())
+
+
+@pytest.fixture(scope="session")
+def smoke_dataset(tmp_path_factory):
+    """The smoke synthetic dataset, generated once per test session."""
+    from esol.data.layout import Dataset
+    from esol.data.synthetic import generate
+
+    params = params_from_dict(smoke_params_dict())
+    root = tmp_path_factory.mktemp("smoke_data") / "dataset"
+    generate(root, params.synthetic, params.dataset.seed)
+    return Dataset(root)

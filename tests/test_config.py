@@ -1,0 +1,80 @@
+import dataclasses
+import subprocess
+import sys
+
+import pytest
+import yaml
+
+from esol import config
+from esol.config import ConfigError, load_params, params_from_dict
+
+from .conftest import REPO, smoke_params_dict
+
+
+def test_shipped_params_are_valid():
+    params = load_params(REPO / "params.yaml")
+    assert params.dataset.name == "synthetic"
+    assert params.make_cam.scales == (1.0, 0.5, 1.5, 2.0)
+
+
+def test_every_schema_section_has_a_typed_dataclass_with_the_same_keys():
+    schema = config.load_schema()
+    for name, section_type in config._SECTION_TYPES.items():
+        fields = {f.name for f in dataclasses.fields(section_type)}
+        assert fields == set(schema["properties"][name]["properties"]), name
+        assert fields == set(schema["properties"][name]["required"]), name
+    assert set(config._SECTION_TYPES) == set(schema["properties"])
+
+
+@pytest.mark.parametrize(
+    ("section", "key", "value", "message"),
+    [
+        ("train_cam", "learning_rate", 0.1, "unknown key(s) train_cam.learning_rate"),
+        ("train_cam", "epochs", "five", "train_cam.epochs"),
+        ("train_cam", "epochs", 0, "train_cam.epochs"),
+        ("model", "clip_quantile", 1.5, "model.clip_quantile"),
+        ("model", "clip_mode", "soft", "model.clip_mode"),
+        ("runtime", "deterministic", "False", "runtime.deterministic"),
+    ],
+)
+def test_bad_values_name_the_key(section, key, value, message):
+    raw = smoke_params_dict()
+    raw[section][key] = value
+    with pytest.raises(ConfigError) as info:
+        params_from_dict(raw)
+    assert message in str(info.value)
+
+
+def test_unknown_section_is_named():
+    raw = smoke_params_dict()
+    raw["train_cams"] = {}
+    with pytest.raises(ConfigError, match=r"unknown key.*train_cams"):
+        params_from_dict(raw)
+
+
+def test_cli_refuses_bad_params_with_nonzero_exit(tmp_path):
+    raw = smoke_params_dict()
+    raw["train_shrinkage"]["area_weight"] = "high"
+    bad = tmp_path / "params.yaml"
+    bad.write_text(yaml.safe_dump(raw))
+    out = tmp_path / "data"
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "esol",
+            "prepare_data",
+            "--params",
+            str(bad),
+            "--out-dir",
+            str(out),
+            "--metrics",
+            str(tmp_path / "m.json"),
+        ],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+    )
+    assert result.returncode != 0
+    assert "train_shrinkage.area_weight" in result.stderr
+    assert not out.exists() and not (tmp_path / "m.json").exists()

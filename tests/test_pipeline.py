@@ -1,0 +1,92 @@
+"""The whole DAG on the smoke configuration, under Snakemake and under DVC (minutes)."""
+
+from __future__ import annotations
+
+import json
+import re
+
+import pytest
+
+from .pipeline_project import make_project, run
+
+pytestmark = pytest.mark.slow
+
+CONTRACT = ("seeds", "pseudo_labels", "segmentation")
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory):
+    root = make_project(tmp_path_factory.mktemp("smoke") / "esol")
+    run(root, "snakemake", "--cores", "2")
+    return root
+
+
+def metrics(root, name):
+    return json.loads((root / "results" / "metrics" / f"{name}.json").read_text())
+
+
+def test_snakemake_writes_the_metrics_contract(project):
+    for name in CONTRACT:
+        m = metrics(project, name)
+        for key in ("miou", "precision", "recall", "per_class"):
+            assert key in m, f"{name}.json lacks {key}"
+        assert 0 < m["miou"] <= 100
+    seeds = metrics(project, "seeds")
+    assert {"threshold", "best_threshold", "curve"} <= set(seeds)
+    assert len(seeds["curve"]) >= 10
+    assert seeds["variant"] == "esol"
+    table = (project / "results" / "metrics" / "ablation.csv").read_text().splitlines()
+    assert table[0].startswith("variant,seed_miou")
+    assert [row.split(",")[0] for row in table[1:]] == ["cam", "expansion", "shrinkage", "esol"]
+    for log in ("train_cam", "make_cam_esol", "refine_crf_esol", "train_seg"):
+        assert (project / "logs" / f"{log}.log").stat().st_size > 0
+
+
+def test_segmentation_beats_all_background(project):
+    seg = metrics(project, "segmentation")
+    assert seg["miou"] > seg["all_background_miou"] + 1
+    assert seg["recall"] > 0
+
+
+def test_variants_write_different_cams(project):
+    a = (project / "results/cams/cam").glob("*.npz")
+    name = sorted(a)[0].name
+    assert (project / "results/cams/cam" / name).read_bytes() != (project / "results/cams/esol" / name).read_bytes()
+
+
+def test_second_snakemake_run_has_nothing_to_do(project):
+    out = run(project, "snakemake", "--cores", "2")
+    assert "Nothing to be done" in out.stdout + out.stderr
+
+
+def test_dvc_repro_gives_the_same_results_and_then_is_a_noop(project):
+    before = {name: metrics(project, name) for name in CONTRACT}
+    run(project, "dvc", "repro")
+    after = {name: metrics(project, name) for name in CONTRACT}
+    assert after == before
+    again = run(project, "dvc", "repro")
+    assert "up to date" in again.stdout
+    run(project, "git", "add", "-A")
+    run(project, "git", "commit", "-qm", "dvc repro")
+
+
+def test_dvc_experiment_reruns_only_shrinkage_and_dependants(project):
+    out = run(project, "dvc", "exp", "run", "-S", "train_shrinkage.area_weight=0.9")
+    ran = set(re.findall(r"Running stage '([^']+)'", out.stdout))
+    assert ran == {
+        "train_shrinkage-shrinkage",
+        "train_shrinkage-esol",
+        "make_cam-shrinkage",
+        "make_cam-esol",
+        "eval_seeds-shrinkage",
+        "eval_seeds-esol",
+        "refine_crf-esol",
+        "eval_pseudo_labels-esol",
+        "train_seg",
+        "eval_seg",
+        "summarize",
+    }
+    diff = run(project, "dvc", "metrics", "diff", "--json")
+    changed = json.loads(diff.stdout)
+    assert "results/metrics/seeds/esol.json" in changed
+    assert "results/metrics/seeds/cam.json" not in changed

@@ -1,0 +1,83 @@
+# The classifier's three stages. Each starts from the previous stage's model file.
+
+
+rule train_cam:
+    input:
+        data=DATA,
+    output:
+        model="results/models/cam.pt",
+        metrics="results/metrics/train/cam.json",
+        live=directory("results/live/train_cam"),
+    params:
+        esol=ESOL,
+        config=PARAMS,
+        sections=sections(*SECTIONS_CLASSIFIER, "train_cam"),
+        checkpoints="results/checkpoints/train_cam",
+    conda:
+        "../envs/esol.yaml"
+    log:
+        "logs/train_cam.log",
+    benchmark:
+        "benchmarks/train_cam.tsv"
+    threads: 2
+    resources:
+        gpu=1,
+    shell:
+        "{params.esol} --log {log} train_cam --params {params.config} --data {input.data} --out-model {output.model}"
+        " --metrics {output.metrics} --live-dir {output.live} --checkpoint-dir {params.checkpoints}"
+
+
+rule train_expansion:
+    input:
+        data=DATA,
+        init="results/models/cam.pt",
+    output:
+        model="results/models/expansion.pt",
+        metrics="results/metrics/train/expansion.json",
+        live=directory("results/live/train_expansion"),
+    params:
+        esol=ESOL,
+        config=PARAMS,
+        sections=sections(*SECTIONS_CLASSIFIER, "train_expansion"),
+        checkpoints="results/checkpoints/train_expansion",
+    conda:
+        "../envs/esol.yaml"
+    log:
+        "logs/train_expansion.log",
+    benchmark:
+        "benchmarks/train_expansion.tsv"
+    threads: 2
+    resources:
+        gpu=1,
+    shell:
+        "{params.esol} --log {log} train_expansion --params {params.config} --data {input.data} --init-model {input.init}"
+        " --out-model {output.model} --metrics {output.metrics} --live-dir {output.live}"
+        " --checkpoint-dir {params.checkpoints}"
+
+
+rule train_shrinkage:
+    input:
+        data=DATA,
+        init=shrinkage_init,
+    output:
+        model="results/models/{shrunk}.pt",
+        metrics="results/metrics/train/{shrunk}.json",
+        live=directory("results/live/train_shrinkage_{shrunk}"),
+    params:
+        esol=ESOL,
+        config=PARAMS,
+        sections=sections(*SECTIONS_CLASSIFIER, "train_shrinkage"),
+        checkpoints="results/checkpoints/train_shrinkage_{shrunk}",
+    conda:
+        "../envs/esol.yaml"
+    log:
+        "logs/train_shrinkage_{shrunk}.log",
+    benchmark:
+        "benchmarks/train_shrinkage_{shrunk}.tsv"
+    threads: 2
+    resources:
+        gpu=1,
+    shell:
+        "{params.esol} --log {log} train_shrinkage --params {params.config} --data {input.data} --init-model {input.init}"
+        " --out-model {output.model} --metrics {output.metrics} --live-dir {output.live}"
+        " --checkpoint-dir {params.checkpoints}"

@@ -1,0 +1,21 @@
+rule summarize:
+    input:
+        seeds=expand("results/metrics/seeds/{variant}.json", variant=VARIANTS),
+        pseudo_labels=expand("results/metrics/pseudo_labels/{variant}.json", variant=PSEUDO_LABEL_VARIANTS),
+        segmentation="results/metrics/segmentation.json",
+    output:
+        ablation="results/metrics/ablation.csv",
+        seeds="results/metrics/seeds.json",
+        pseudo_labels="results/metrics/pseudo_labels.json",
+    params:
+        esol=ESOL,
+        config=PARAMS,
+    conda:
+        "../envs/esol.yaml"
+    log:
+        "logs/summarize.log",
+    threads: 1
+    shell:
+        "{params.esol} --log {log} summarize --params {params.config} --seeds {input.seeds} --pseudo-labels {input.pseudo_labels}"
+        " --segmentation {input.segmentation} --ablation {output.ablation} --final-seeds {output.seeds}"
+        " --final-pseudo-labels {output.pseudo_labels}"
