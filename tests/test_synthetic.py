@@ -17,7 +17,7 @@ def test_same_seed_same_images_other_seed_other_images(smoke_params):
 
 def test_layout_on_disk(smoke_dataset):
     sizes = smoke_dataset.check()
-    assert sizes == {"train_aug": 48, "train": 24, "val": 24}
+    assert sizes == {"train_aug": 64, "train": 24, "val": 24}
     assert set(smoke_dataset.ids("train")) <= set(smoke_dataset.ids("train_aug"))
     assert not set(smoke_dataset.ids("val")) & set(smoke_dataset.ids("train_aug"))
     mask = smoke_dataset.mask(smoke_dataset.ids("val")[0])
