@@ -213,9 +213,34 @@ def validate(raw: Any, source: str = "params.yaml") -> None:
     raise ConfigError(f"{source}: " + "; ".join(messages))
 
 
-def params_from_dict(raw: dict[str, Any], source: str = "params.yaml") -> Params:
-    """Validate a parsed params mapping and return its typed view."""
+def deep_merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
+    """``base`` with ``override`` merged in, recursively for nested mappings."""
+    merged = dict(base)
+    for key, value in override.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = deep_merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def effective(raw: dict[str, Any], source: str = "params.yaml") -> dict[str, Any]:
+    """Validate params and apply the recipe of ``dataset.name`` (``recipes.<name>``) on top.
+
+    Every recipe is checked, merged over the sections, against the schema, so a typo in the VOC
+    recipe fails on a synthetic run too. Returns the sections without the ``recipes`` key.
+    """
     validate(raw, source)
+    recipes = raw.get("recipes") or {}
+    base = {k: v for k, v in raw.items() if k != "recipes"}
+    for name, recipe in recipes.items():
+        validate(deep_merge(base, recipe or {}), f"{source} (recipes.{name})")
+    return deep_merge(base, recipes.get(raw["dataset"]["name"]) or {})
+
+
+def params_from_dict(raw: dict[str, Any], source: str = "params.yaml") -> Params:
+    """Validate a parsed params mapping, apply the dataset's recipe, and return its typed view."""
+    raw = effective(raw, source)
     sections = {name: _build(section_type, raw[name]) for name, section_type in _SECTION_TYPES.items()}
     return Params(**sections)
 

@@ -61,7 +61,7 @@ def _stage(job: Any) -> tuple[str, dict[str, Any]]:
         stage["deps"] = deps
     sections = job.params.get("sections") if hasattr(job.params, "get") else None
     if sections:
-        stage["params"] = list(sections)
+        stage["params"] = [*sections, "recipes"]  # a dataset's recipe can override any section
     outs, metrics, plots = [], [], []
     for path in (str(p) for p in job.output):
         kind = _kind(path)

@@ -2,10 +2,17 @@ import sys
 from pathlib import Path
 
 import yaml
+from snakemake.exceptions import WorkflowError
 from snakemake.utils import validate
+
+from esol.config import ConfigError, effective
 
 # An unknown key, a wrong type or an out-of-range value stops the run here, key named.
 validate(config, "../schemas/params.schema.yaml")
+try:
+    EFFECTIVE = effective(config)  # the sections with the dataset's recipe applied
+except ConfigError as error:
+    raise WorkflowError(str(error))
 
 ESOL = f"{sys.executable} -m esol"
 DATA = "data/dataset"
@@ -40,7 +47,7 @@ PARAMS = params_file()
 
 
 def sections(*names):
-    return {name: config[name] for name in names}
+    return {name: EFFECTIVE[name] for name in names}
 
 
 def cam_split(variant):
