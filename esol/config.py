@@ -38,6 +38,7 @@ class SyntheticConfig:
     num_val: int
     max_objects: int
     part_fraction: float
+    body_tint: float
     context_prob: float
 
 

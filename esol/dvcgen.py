@@ -39,7 +39,15 @@ def _snakemake_jobs(workdir: Path) -> list:
             workflow.dag_settings = dag_api.dag_settings
             workflow._prepare_dag(forceall=True, ignore_incomplete=True, lock_warn_only=True)
             workflow._build_dag()
-            return [job for level in workflow.dag.toposorted() for job in level]
+            return [job for level in workflow.dag.toposorted() for job in sorted(level, key=_job_order)]
+
+
+def _job_order(job: Any) -> tuple:
+    """Within one level of the DAG: pipeline order of the steps, then wildcard values."""
+    from esol.steps import STEPS
+
+    rank = STEPS.index(job.rule.name) if job.rule.name in STEPS else len(STEPS)
+    return rank, tuple(str(value) for value in job.wildcards)
 
 
 def _kind(path: str) -> str:

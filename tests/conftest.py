@@ -41,3 +41,20 @@ def smoke_dataset(tmp_path_factory):
     root = tmp_path_factory.mktemp("smoke_data") / "dataset"
     generate(root, params.synthetic, params.dataset.seed)
     return Dataset(root)
+
+
+@pytest.fixture(scope="session")
+def smoke_project(tmp_path_factory):
+    """A project copy on the smoke params after one full `snakemake --cores 2`, and the metrics
+    of that uninterrupted run (later tests may change the project; the metrics stay)."""
+    import json
+
+    from .pipeline_project import make_project, run
+
+    root = make_project(tmp_path_factory.mktemp("smoke") / "esol")
+    run(root, "snakemake", "--cores", "2")
+    reference = {
+        name: json.loads((root / "results" / "metrics" / f"{name}.json").read_text())
+        for name in ("seeds", "pseudo_labels", "segmentation")
+    }
+    return root, reference

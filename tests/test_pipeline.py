@@ -7,7 +7,7 @@ import re
 
 import pytest
 
-from .pipeline_project import make_project, run
+from .pipeline_project import run
 
 pytestmark = pytest.mark.slow
 
@@ -15,10 +15,8 @@ CONTRACT = ("seeds", "pseudo_labels", "segmentation")
 
 
 @pytest.fixture(scope="module")
-def project(tmp_path_factory):
-    root = make_project(tmp_path_factory.mktemp("smoke") / "esol")
-    run(root, "snakemake", "--cores", "2")
-    return root
+def project(smoke_project):
+    return smoke_project[0]
 
 
 def metrics(root, name):

@@ -17,7 +17,7 @@ def test_same_seed_same_images_other_seed_other_images(smoke_params):
 
 def test_layout_on_disk(smoke_dataset):
     sizes = smoke_dataset.check()
-    assert sizes == {"train_aug": 64, "train": 24, "val": 24}
+    assert sizes == {"train_aug": 96, "train": 24, "val": 24}
     assert set(smoke_dataset.ids("train")) <= set(smoke_dataset.ids("train_aug"))
     assert not set(smoke_dataset.ids("val")) & set(smoke_dataset.ids("train_aug"))
     mask = smoke_dataset.mask(smoke_dataset.ids("val")[0])
@@ -33,7 +33,7 @@ def test_context_texture_follows_its_class(smoke_params):
     from dataclasses import replace
 
     cfg = replace(smoke_params.synthetic, image_size=64, num_classes=4, max_objects=1, context_prob=0.75)
-    _, contexts, _, _ = make_textures(cfg.num_classes)
+    _, contexts, _, _ = make_textures(cfg.num_classes, cfg.body_tint)
     hits = 0
     n = 80
     for i in range(n):
