@@ -39,7 +39,8 @@ def _snakemake_jobs(workdir: Path) -> list:
             workflow.dag_settings = dag_api.dag_settings
             workflow._prepare_dag(forceall=True, ignore_incomplete=True, lock_warn_only=True)
             workflow._build_dag()
-            return [job for level in workflow.dag.toposorted() for job in level]
+            # Snakemake's levels come from sets (order varies with the hash seed): sort each one.
+            return [job for level in workflow.dag.toposorted() for job in sorted(level, key=_name)]
 
 
 def _kind(path: str) -> str:
@@ -52,8 +53,12 @@ def _kind(path: str) -> str:
     return "outs"
 
 
+def _name(job: Any) -> str:
+    return job.rule.name + "".join(f"-{value}" for value in job.wildcards)
+
+
 def _stage(job: Any) -> tuple[str, dict[str, Any]]:
-    name = job.rule.name + "".join(f"-{value}" for value in job.wildcards)
+    name = _name(job)
     cmd = " ".join(job.shellcmd.split()).replace(sys.executable, "python")
     deps = sorted(dict.fromkeys(str(p) for p in job.input))
     stage: dict[str, Any] = {"cmd": cmd}
