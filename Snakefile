@@ -5,6 +5,8 @@
 #   -> segmentation network -> evaluation
 #
 # `snakemake --cores 2` runs it on CPU; `snakemake --cores 8 --resources gpu=4` on a GPU box.
+# Rules with `resources: gpu=N` run `esol --gpus N`: each such job leases devices of its own
+# (esol/devices.py), since Snakemake caps GPU jobs but never says which GPU a job should use.
 # dvc.yaml is generated from this workflow (`make dvc.yaml`); edit the rules, not dvc.yaml.
 
 from snakemake.utils import min_version

@@ -1,7 +1,9 @@
-"""``esol <step> [options]``: run one pipeline step by hand, exactly as the workflow does.
+"""``esol [--gpus N] <step> [options]``: run one pipeline step by hand, exactly as the workflow does.
 
 Options are generated from each step's ``run`` signature, so the command line, Snakemake and
-DVC cannot disagree on what a step reads and writes.
+DVC cannot disagree on what a step reads and writes. ``--gpus N`` leases N GPUs of its own for
+the step (see ``esol.devices``) before anything imports torch; exit status 3 means no device
+came free in time.
 """
 
 from __future__ import annotations
@@ -16,12 +18,14 @@ import time
 import typing
 from pathlib import Path
 
+from esol import devices
 from esol.config import ConfigError, load_params
 from esol.io import InputError
-from esol.runtime import setup_logging
+from esol.logs import setup_logging
 from esol.steps import STEPS
 
 log = logging.getLogger("esol")
+USAGE = "esol [-h] [-v] [--log LOG] [--gpus N] STEP ..."
 
 
 def _add_step_parser(subparsers, name: str) -> None:
@@ -52,12 +56,31 @@ def _add_step_parser(subparsers, name: str) -> None:
         parser.add_argument(flag, metavar=pname.upper(), **kwargs)
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="esol", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+def _add_global_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("-v", "--verbose", action="store_true")
     parser.add_argument("--log", type=Path, help="send logging and progress bars (stderr) to this file")
+    parser.add_argument(
+        "--gpus",
+        type=int,
+        metavar="N",
+        help="lease N GPUs of its own for the step (sets CUDA_VISIBLE_DEVICES; 0 hides all GPUs); "
+        "without it the step sees whatever CUDA_VISIBLE_DEVICES allows",
+    )
+
+
+def _global_options(argv: list[str]) -> argparse.Namespace:
+    """The options before the step name, parsed without importing the steps (and so torch)."""
+    end = next((i for i, arg in enumerate(argv) if arg in STEPS), len(argv))
+    parser = argparse.ArgumentParser(prog="esol", usage=USAGE, add_help=False, allow_abbrev=False)
+    _add_global_options(parser)
+    return parser.parse_known_args(argv[:end])[0]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="esol", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter, allow_abbrev=False
+    )
+    _add_global_options(parser)
     subparsers = parser.add_subparsers(dest="step", required=True, metavar="STEP")
     for name in STEPS:
         _add_step_parser(subparsers, name)
@@ -65,13 +88,23 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    if args.log:
-        args.log.parent.mkdir(parents=True, exist_ok=True)
-        log_file = open(args.log, "w", buffering=1)
+    argv = sys.argv[1:] if argv is None else list(argv)
+    # Log file and GPU lease first: building the full parser imports every step, and so torch,
+    # which must not start CUDA before CUDA_VISIBLE_DEVICES names the leased devices.
+    early = _global_options(argv)
+    if early.log:
+        early.log.parent.mkdir(parents=True, exist_ok=True)
+        log_file = open(early.log, "w", buffering=1)
         os.dup2(log_file.fileno(), sys.stderr.fileno())
-    setup_logging(args.verbose)
-    kwargs = {k: v for k, v in vars(args).items() if k not in ("step", "verbose", "params", "log")}
+    setup_logging(early.verbose)
+    if early.gpus is not None:
+        try:
+            devices.claim(early.gpus)  # held until the process exits; the kernel then frees it
+        except devices.DeviceError as exc:
+            log.error("GPU lease failed: %s", exc)
+            return 3
+    args = build_parser().parse_args(argv)
+    kwargs = {k: v for k, v in vars(args).items() if k not in ("step", "verbose", "params", "log", "gpus")}
     started = time.perf_counter()
     try:
         params = load_params(args.params)

@@ -60,8 +60,12 @@ def _kind(path: str) -> str:
     return "outs"
 
 
+def _name(job: Any) -> str:
+    return job.rule.name + "".join(f"-{value}" for value in job.wildcards)
+
+
 def _stage(job: Any) -> tuple[str, dict[str, Any]]:
-    name = job.rule.name + "".join(f"-{value}" for value in job.wildcards)
+    name = _name(job)
     cmd = " ".join(job.shellcmd.split()).replace(sys.executable, "python")
     deps = sorted(dict.fromkeys(str(p) for p in job.input))
     stage: dict[str, Any] = {"cmd": cmd}

@@ -6,13 +6,13 @@ import contextlib
 import logging
 import os
 import random
-import sys
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 
 from esol.config import RuntimeConfig
+from esol.logs import setup_logging  # noqa: F401  (re-exported: it used to live here)
 
 log = logging.getLogger("esol")
 
@@ -33,16 +33,6 @@ class Runtime:
         if self.channels_last and x.ndim == 4:
             x = x.contiguous(memory_format=torch.channels_last)
         return x
-
-
-def setup_logging(verbose: bool = False) -> None:
-    """Log to stderr (Snakemake sends it to the rule's log file) with timestamps."""
-    logging.basicConfig(
-        level=logging.DEBUG if verbose else logging.INFO,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-        force=True,
-    )
 
 
 def seed_everything(seed: int) -> None:

@@ -23,7 +23,8 @@ rule train_cam:
     resources:
         gpu=1,
     shell:
-        "{params.esol} --log {log} train_cam --params {params.config} --data {input.data} --out-model {output.model}"
+        "{params.esol} --log {log} --gpus {resources.gpu} train_cam"
+        " --params {params.config} --data {input.data} --out-model {output.model}"
         " --metrics {output.metrics} --live-dir {output.live} --checkpoint-dir {params.checkpoints}"
 
 
@@ -50,7 +51,8 @@ rule train_expansion:
     resources:
         gpu=1,
     shell:
-        "{params.esol} --log {log} train_expansion --params {params.config} --data {input.data} --init-model {input.init}"
+        "{params.esol} --log {log} --gpus {resources.gpu} train_expansion"
+        " --params {params.config} --data {input.data} --init-model {input.init}"
         " --out-model {output.model} --metrics {output.metrics} --live-dir {output.live}"
         " --checkpoint-dir {params.checkpoints}"
 
@@ -78,6 +80,7 @@ rule train_shrinkage:
     resources:
         gpu=1,
     shell:
-        "{params.esol} --log {log} train_shrinkage --params {params.config} --data {input.data} --init-model {input.init}"
+        "{params.esol} --log {log} --gpus {resources.gpu} train_shrinkage"
+        " --params {params.config} --data {input.data} --init-model {input.init}"
         " --out-model {output.model} --metrics {output.metrics} --live-dir {output.live}"
         " --checkpoint-dir {params.checkpoints}"

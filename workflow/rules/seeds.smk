@@ -22,7 +22,8 @@ rule make_cam:
     resources:
         gpu=1,
     shell:
-        "{params.esol} --log {log} make_cam --params {params.config} --data {input.data} --model {input.model} --split {params.split}"
+        "{params.esol} --log {log} --gpus {resources.gpu} make_cam"
+        " --params {params.config} --data {input.data} --model {input.model} --split {params.split}"
         " --out-dir {output.cams}"
 
 

@@ -24,7 +24,8 @@ rule train_seg:
     resources:
         gpu=1,
     shell:
-        "{params.esol} --log {log} train_seg --params {params.config} --data {input.data} --labels {input.labels} --out-model {output.model}"
+        "{params.esol} --log {log} --gpus {resources.gpu} train_seg"
+        " --params {params.config} --data {input.data} --labels {input.labels} --out-model {output.model}"
         " --metrics {output.metrics} --live-dir {output.live} --checkpoint-dir {params.checkpoints}"
 
 
@@ -47,5 +48,6 @@ rule eval_seg:
     resources:
         gpu=1,
     shell:
-        "{params.esol} --log {log} eval_seg --params {params.config} --data {input.data} --model {input.model} --metrics {output.metrics}"
+        "{params.esol} --log {log} --gpus {resources.gpu} eval_seg"
+        " --params {params.config} --data {input.data} --model {input.model} --metrics {output.metrics}"
         " --predictions {output.predictions}"
