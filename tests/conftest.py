@@ -41,3 +41,13 @@ def smoke_dataset(tmp_path_factory):
     root = tmp_path_factory.mktemp("smoke_data") / "dataset"
     generate(root, params.synthetic, params.dataset.seed)
     return Dataset(root)
+
+
+@pytest.fixture
+def file_server():
+    """A local HTTP server (tests/fake_remote.py) for the download and real-dataset tests."""
+    from .fake_remote import FileServer
+
+    server = FileServer().start()
+    yield server
+    server.stop()
