@@ -58,3 +58,13 @@ def smoke_project(tmp_path_factory):
         for name in ("seeds", "pseudo_labels", "segmentation")
     }
     return root, reference
+
+
+@pytest.fixture
+def file_server():
+    """A local HTTP server (tests/fake_remote.py) for the download and real-dataset tests."""
+    from .fake_remote import FileServer
+
+    server = FileServer().start()
+    yield server
+    server.stop()

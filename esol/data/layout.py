@@ -6,12 +6,16 @@
     <root>/ImageSets/Segmentation/<split>.txt
     <root>/cls_labels.json                  {id: [foreground class ids]}, image-level labels
 
+``image_dir`` and ``mask_dir`` are relative to the root and may leave it (``../downloads/...``):
+the real datasets point ``image_dir`` at the extracted archive instead of copying the images.
+
 Splits follow the WSSS convention: ``train_aug`` trains the classifier and the segmentation net,
 ``train`` (with ground truth) scores seeds and pseudo labels, ``val`` scores the segmentation net.
 """
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
@@ -21,6 +25,14 @@ import numpy as np
 from esol.io import InputError, read_image, read_json, read_label_png
 
 SPLITS = ("train_aug", "train", "val")
+
+
+def relative_dir(directory: str | Path, root: str | Path) -> str:
+    """``directory`` as a path relative to ``root`` for meta.json (symlinks resolved on both sides).
+
+    The dataset root may be renamed (``<root>.partial`` -> ``<root>``) as long as it keeps its parent.
+    """
+    return Path(os.path.relpath(os.path.realpath(directory), os.path.realpath(root))).as_posix()
 
 
 @dataclass(frozen=True)
@@ -109,6 +121,8 @@ class Dataset:
     def check(self) -> dict[str, int]:
         """Verify that every split's images, masks and labels exist and agree; return split sizes."""
         sizes = {}
+        if not self.image_dir.is_dir():
+            raise InputError(f"{self.image_dir}: image_dir of {self.root / 'meta.json'} is not a directory")
         for split in SPLITS:
             ids = self.ids(split)
             for image_id in ids:

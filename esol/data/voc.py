@@ -1,0 +1,163 @@
+"""PASCAL VOC 2012 + SBD (``train_aug``) converted into the common layout of :mod:`esol.data.layout`.
+
+Inputs are the extracted trees ``VOCdevkit/VOC2012`` (from ``VOCtrainval_11-May-2012.tar``) and
+``benchmark_RELEASE/dataset`` (from SBD's ``benchmark.tgz``). Output:
+
+* ``meta.json``: the 21 classes (background first); ``image_dir`` points at the extracted
+  ``JPEGImages`` (relative to the dataset root), so 17k JPEGs are neither copied nor linked.
+* ``SegmentationClass/<id>.png``: VOC's own mask when it has one (palette PNG, 255 = border),
+  otherwise SBD's ``cls/<id>.mat`` (``GTcls.Segmentation``, no ignore border) as a palette PNG.
+* splits: ``train_aug`` = (VOC train ∪ SBD train ∪ SBD val) − VOC val, sorted (10,582 on the real
+  data, checked when the inputs are the full lists); ``train`` = VOC train (1,464, scores seeds and
+  pseudo labels); ``val`` = VOC val (1,449, scores the segmentation net).
+* ``cls_labels.json``: the ``<object><name>`` tags of ``Annotations/<id>.xml``, difficult and
+  truncated objects included, as 1-based class ids.
+"""
+
+from __future__ import annotations
+
+import logging
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+import numpy as np
+import scipy.io
+from PIL import Image
+from tqdm import tqdm
+
+from esol.data.layout import relative_dir
+from esol.io import InputError, read_label_png, write_json, write_label_png, write_text
+
+log = logging.getLogger("esol.voc")
+
+VOC_CLASSES = (
+    "background", "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair", "cow",
+    "diningtable", "dog", "horse", "motorbike", "person", "pottedplant", "sheep", "sofa", "train", "tvmonitor",
+)  # fmt: skip
+# Sizes of the real lists; train_aug is only checked against 10,582 when all four match.
+FULL_LIST_SIZES = {"voc_train": 1464, "voc_val": 1449, "sbd_train": 8498, "sbd_val": 2857}
+TRAIN_AUG_SIZE = 10582
+MASK_DIR = "SegmentationClass"
+
+
+def read_id_list(path: Path) -> list[str]:
+    """Image ids of a split list (one per line), in file order."""
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"{path}: split list not found")
+    return [line.split()[0] for line in path.read_text().splitlines() if line.strip()]
+
+
+def image_labels(xml_path: Path, classes: tuple[str, ...] = VOC_CLASSES) -> list[int]:
+    """Sorted 1-based class ids of every ``<object><name>`` in a VOC annotation file."""
+    xml_path = Path(xml_path)
+    if not xml_path.is_file():
+        raise InputError(f"{xml_path}: annotation not found")
+    try:
+        root = ET.parse(xml_path).getroot()
+    except ET.ParseError as exc:
+        raise InputError(f"{xml_path}: not valid XML ({exc})") from exc
+    ids = set()
+    for obj in root.iter("object"):
+        name = (obj.findtext("name") or "").strip()
+        if name not in classes[1:]:
+            raise InputError(f"{xml_path}: object name {name!r} is not a VOC class")
+        ids.add(classes.index(name))
+    return sorted(ids)
+
+
+def read_sbd_mask(mat_path: Path, num_classes: int = len(VOC_CLASSES)) -> np.ndarray:
+    """SBD's ``GTcls.Segmentation`` as (H, W) uint8, checked against the class count."""
+    mat_path = Path(mat_path)
+    if not mat_path.is_file():
+        raise InputError(f"{mat_path}: SBD mask not found")
+    try:
+        gt = scipy.io.loadmat(mat_path, squeeze_me=True, struct_as_record=False)["GTcls"]
+        label = np.asarray(gt.Segmentation)
+    except (KeyError, AttributeError, ValueError, OSError) as exc:
+        raise InputError(f"{mat_path}: cannot read GTcls.Segmentation ({type(exc).__name__}: {exc})") from exc
+    if label.ndim != 2 or label.size == 0:
+        raise InputError(f"{mat_path}: GTcls.Segmentation has shape {label.shape}, expected (H, W)")
+    bad = np.unique(label[(label >= num_classes) & (label != 255)])
+    if bad.size or label.min() < 0:
+        raise InputError(f"{mat_path}: class id(s) {bad.tolist()} outside 0..{num_classes - 1}")
+    return label.astype(np.uint8)
+
+
+def train_aug_ids(voc_train: list[str], voc_val: list[str], sbd_train: list[str], sbd_val: list[str]) -> list[str]:
+    """(VOC train ∪ SBD train ∪ SBD val) − VOC val, sorted; checked to be 10,582 on the full lists."""
+    ids = sorted((set(voc_train) | set(sbd_train) | set(sbd_val)) - set(voc_val))
+    sizes = {"voc_train": len(voc_train), "voc_val": len(voc_val), "sbd_train": len(sbd_train), "sbd_val": len(sbd_val)}
+    if sizes == FULL_LIST_SIZES and len(ids) != TRAIN_AUG_SIZE:
+        raise InputError(f"train_aug has {len(ids)} images, expected {TRAIN_AUG_SIZE} from the full VOC/SBD lists")
+    return ids
+
+
+def _check_size(mask: np.ndarray, image_path: Path, source: Path) -> None:
+    with Image.open(image_path) as img:
+        w, h = img.size
+    if mask.shape != (h, w):
+        raise InputError(f"{source}: mask is {mask.shape[1]}x{mask.shape[0]}, but {image_path} is {w}x{h}")
+
+
+def prepare_voc(
+    out_dir: Path, voc_root: Path, sbd_root: Path, *, name: str = "voc12", sources: list[dict] | None = None
+) -> dict[str, int]:
+    """Write VOC 2012 + SBD into ``out_dir`` in the common layout; return the split sizes.
+
+    ``voc_root`` is ``.../VOCdevkit/VOC2012``, ``sbd_root`` is ``.../benchmark_RELEASE/dataset``.
+    Masks already present in ``out_dir`` (an interrupted earlier run) are kept.
+    """
+    out_dir, voc_root, sbd_root = Path(out_dir), Path(voc_root), Path(sbd_root)
+    sets = voc_root / "ImageSets" / "Segmentation"
+    voc_train, voc_val = read_id_list(sets / "train.txt"), read_id_list(sets / "val.txt")
+    sbd_train, sbd_val = read_id_list(sbd_root / "train.txt"), read_id_list(sbd_root / "val.txt")
+    splits = {"train_aug": train_aug_ids(voc_train, voc_val, sbd_train, sbd_val), "train": voc_train, "val": voc_val}
+    log.info(
+        "VOC train %d, val %d; SBD train %d, val %d -> train_aug %d",
+        len(voc_train),
+        len(voc_val),
+        len(sbd_train),
+        len(sbd_val),
+        len(splits["train_aug"]),
+    )
+
+    image_dir = voc_root / "JPEGImages"
+    if not image_dir.is_dir():
+        raise InputError(f"{image_dir}: VOC image directory not found")
+    all_ids = sorted(set().union(*splits.values()))
+    labels = {i: image_labels(voc_root / "Annotations" / f"{i}.xml") for i in all_ids}
+
+    mask_dir = out_dir / MASK_DIR
+    need_voc_mask = set(voc_train) | set(voc_val)
+    from_voc = from_sbd = 0
+    for image_id in tqdm(all_ids, desc="VOC masks", mininterval=5):
+        dest = mask_dir / f"{image_id}.png"
+        if dest.is_file():
+            continue
+        voc_png = voc_root / "SegmentationClass" / f"{image_id}.png"
+        if voc_png.is_file():
+            mask, source = read_label_png(voc_png, len(VOC_CLASSES)), voc_png
+            from_voc += 1
+        elif image_id in need_voc_mask:
+            raise InputError(f"{voc_png}: mask of a VOC train/val image not found")
+        else:
+            source = sbd_root / "cls" / f"{image_id}.mat"
+            mask = read_sbd_mask(source)
+            from_sbd += 1
+        _check_size(mask, image_dir / f"{image_id}.jpg", source)
+        write_label_png(dest, mask)
+    log.info("masks: %d from VOC SegmentationClass, %d from SBD (others kept from an earlier run)", from_voc, from_sbd)
+
+    for split, ids in splits.items():
+        write_text(out_dir / "ImageSets" / "Segmentation" / f"{split}.txt", "".join(f"{i}\n" for i in ids))
+    write_json(out_dir / "cls_labels.json", labels)
+    meta = {
+        "name": name,
+        "classes": list(VOC_CLASSES),
+        "image_dir": relative_dir(image_dir, out_dir),
+        "mask_dir": MASK_DIR,
+        "sources": sources or [],
+    }
+    write_json(out_dir / "meta.json", meta)
+    return {split: len(ids) for split, ids in splits.items()}
