@@ -10,7 +10,9 @@ from .conftest import smoke_params_dict
 
 @pytest.mark.slow
 def test_segmentation_net_beats_all_background_on_val(smoke_dataset, tmp_path):
-    params = params_from_dict(smoke_params_dict())
+    raw = smoke_params_dict()
+    raw["train_seg"]["epochs"] = 12  # from scratch, ~70 steps: enough on clean labels
+    params = params_from_dict(raw)
     model = tmp_path / "seg.pt"
     train_seg.run(
         params,
