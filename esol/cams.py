@@ -83,3 +83,13 @@ def seed_labels(keys: np.ndarray, cams: np.ndarray, threshold: float) -> np.ndar
     best = cams.argmax(axis=0)
     fg = cams.max(axis=0) > threshold
     return np.where(fg, keys[best], 0).astype(np.uint8)
+
+
+def normalized_cam_image(cams: np.ndarray, keys: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """Max over the image's classes of max-normalised CAMs, resized to ``size``: (H, W) in [0, 1]."""
+    if len(keys) == 0:
+        return np.zeros(size, dtype=np.float32)
+    planes = torch.from_numpy(np.maximum(cams[keys - 1], 0))[None]
+    planes = F.interpolate(planes, size=size, mode="bilinear", align_corners=False)[0].numpy()
+    peak = planes.reshape(len(keys), -1).max(axis=1)[:, None, None]
+    return (planes / np.maximum(peak, 1e-5)).max(axis=0)

@@ -36,6 +36,7 @@ def test_snakemake_writes_the_metrics_contract(project):
     table = (project / "results" / "metrics" / "ablation.csv").read_text().splitlines()
     assert table[0].startswith("variant,seed_miou")
     assert [row.split(",")[0] for row in table[1:]] == ["cam", "expansion", "shrinkage", "esol"]
+    assert len(list((project / "results/figures/samplers").glob("*.png"))) == 4
     for log in ("train_cam", "make_cam_esol", "refine_crf_esol", "train_seg"):
         assert (project / "logs" / f"{log}.log").stat().st_size > 0
 

@@ -15,4 +15,5 @@ STEPS = (
     "train_seg",
     "eval_seg",
     "summarize",
+    "plot_samplers",
 )

@@ -25,6 +25,7 @@ FINAL_METRICS = [
     "results/metrics/pseudo_labels.json",
     "results/metrics/segmentation.json",
     "results/metrics/ablation.csv",
+    "results/figures/samplers",
 ]
 
 # Sections of params.yaml each step reads; passed as `params:` so a change reruns the step.

@@ -19,3 +19,23 @@ rule summarize:
         "{params.esol} --log {log} summarize --params {params.config} --seeds {input.seeds} --pseudo-labels {input.pseudo_labels}"
         " --segmentation {input.segmentation} --ablation {output.ablation} --final-seeds {output.seeds}"
         " --final-pseudo-labels {output.pseudo_labels}"
+
+
+rule plot_samplers:
+    input:
+        data=DATA,
+        model=f"results/models/{FINAL_VARIANT}.pt",
+    output:
+        figures=directory("results/figures/samplers"),
+    params:
+        esol=ESOL,
+        config=PARAMS,
+        sections=sections("model"),
+    conda:
+        "../envs/esol.yaml"
+    log:
+        "logs/plot_samplers.log",
+    threads: 1
+    shell:
+        "{params.esol} --log {log} plot_samplers --params {params.config} --data {input.data} --model {input.model}"
+        " --out-dir {output.figures}"
