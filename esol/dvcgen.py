@@ -64,7 +64,7 @@ def _name(job: Any) -> str:
     return job.rule.name + "".join(f"-{value}" for value in job.wildcards)
 
 
-def _stage(job: Any) -> tuple[str, dict[str, Any]]:
+def _stage(job: Any, curves: list[dict[str, Any]]) -> tuple[str, dict[str, Any]]:
     name = _name(job)
     cmd = " ".join(job.shellcmd.split()).replace(sys.executable, "python")
     deps = sorted(dict.fromkeys(str(p) for p in job.input))
@@ -82,7 +82,10 @@ def _stage(job: Any) -> tuple[str, dict[str, Any]]:
         elif kind == "plots" and path.startswith("results/live/"):
             plots.append({f"{path}/plots/metrics": {"cache": False}})
         elif kind == "plots":
-            plots.append({path: {"cache": False, "x": "threshold", "y": ["miou", "precision", "recall"]}})
+            # A stage's own plot entry takes one y column only (DVC's schema): the threshold
+            # sweep is a plain output, drawn (three curves) by a top-level plot definition.
+            outs.append({path: {"cache": False}})
+            curves.append({path: {"x": "threshold", "y": ["miou", "precision", "recall"]}})
         elif kind == "uncached":
             outs.append({path: {"cache": False}})
         else:
@@ -102,8 +105,12 @@ def render(workdir: Path = Path(".")) -> str:
         jobs = [job for job in _snakemake_jobs(workdir) if job.rule.shellcmd]
     finally:
         os.chdir(cwd)
-    stages = dict(_stage(job) for job in jobs)
-    return HEADER + yaml.safe_dump({"stages": stages}, sort_keys=False, width=200)
+    curves: list[dict[str, Any]] = []
+    stages = dict(_stage(job, curves) for job in jobs)
+    document: dict[str, Any] = {"stages": stages}
+    if curves:
+        document["plots"] = curves
+    return HEADER + yaml.safe_dump(document, sort_keys=False, width=200)
 
 
 def main(argv: list[str] | None = None) -> int:
