@@ -42,6 +42,8 @@ rule eval_seeds:
         "../envs/esol.yaml"
     log:
         "logs/eval_seeds_{variant}.log",
+    benchmark:
+        "benchmarks/eval_seeds_{variant}.tsv"
     threads: 1
     shell:
         "{params.esol} --log {log} eval_seeds --params {params.config} --data {input.data} --cams {input.cams} --variant {wildcards.variant}"
@@ -84,6 +86,8 @@ rule eval_pseudo_labels:
         "../envs/esol.yaml"
     log:
         "logs/eval_pseudo_labels_{variant}.log",
+    benchmark:
+        "benchmarks/eval_pseudo_labels_{variant}.tsv"
     threads: 1
     shell:
         "{params.esol} --log {log} eval_pseudo_labels --params {params.config} --data {input.data} --labels {input.labels}"

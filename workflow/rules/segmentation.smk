@@ -44,6 +44,8 @@ rule eval_seg:
         "../envs/esol.yaml"
     log:
         "logs/eval_seg.log",
+    benchmark:
+        "benchmarks/eval_seg.tsv"
     threads: 2
     resources:
         gpu=1,

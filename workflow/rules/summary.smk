@@ -14,6 +14,8 @@ rule summarize:
         "../envs/esol.yaml"
     log:
         "logs/summarize.log",
+    benchmark:
+        "benchmarks/summarize.tsv"
     threads: 1
     shell:
         "{params.esol} --log {log} summarize --params {params.config} --seeds {input.seeds} --pseudo-labels {input.pseudo_labels}"
@@ -35,6 +37,8 @@ rule plot_samplers:
         "../envs/esol.yaml"
     log:
         "logs/plot_samplers.log",
+    benchmark:
+        "benchmarks/plot_samplers.tsv"
     threads: 1
     shell:
         "{params.esol} --log {log} plot_samplers --params {params.config} --data {input.data} --model {input.model}"
