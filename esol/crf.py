@@ -13,11 +13,21 @@ from esol.io import IGNORE_LABEL
 
 def crf_label_inference(image: np.ndarray, labels: np.ndarray, n_labels: int, cfg: RefineCrfConfig) -> np.ndarray:
     """Refine a label map (values < n_labels) with a dense CRF over ``image``; returns labels."""
-    h, w = labels.shape
+    return crf_label_inference_many(image, [labels], n_labels, cfg)[0]
+
+
+def crf_label_inference_many(
+    image: np.ndarray, label_maps: list[np.ndarray], n_labels: int, cfg: RefineCrfConfig
+) -> list[np.ndarray]:
+    """:func:`crf_label_inference` of several label maps over one image.
+
+    The pairwise terms depend on the image only: they (and the bilateral term's permutohedral
+    lattice, the costly part of building a CRF) are built once, and each map swaps in its own
+    unary. Inference starts afresh from the unary each time, so every result is the one a
+    CRF of its own would give, bit for bit.
+    """
+    h, w = label_maps[0].shape
     crf = dcrf.DenseCRF2D(w, h, n_labels)
-    crf.setUnaryEnergy(
-        np.ascontiguousarray(unary_from_labels(labels, n_labels, gt_prob=cfg.gt_prob, zero_unsure=False))
-    )
     crf.addPairwiseGaussian(sxy=cfg.gaussian_sxy, compat=cfg.gaussian_compat)
     crf.addPairwiseBilateral(
         sxy=cfg.bilateral_sxy,
@@ -25,8 +35,13 @@ def crf_label_inference(image: np.ndarray, labels: np.ndarray, n_labels: int, cf
         rgbim=np.ascontiguousarray(image, dtype=np.uint8),
         compat=cfg.bilateral_compat,
     )
-    q = np.asarray(crf.inference(cfg.iterations), dtype=np.float32)
-    return q.reshape(n_labels, h, w).argmax(axis=0)
+    refined = []
+    for labels in label_maps:
+        unary = unary_from_labels(labels, n_labels, gt_prob=cfg.gt_prob, zero_unsure=False)
+        crf.setUnaryEnergy(np.ascontiguousarray(unary))
+        q = np.asarray(crf.inference(cfg.iterations), dtype=np.float32)
+        refined.append(q.reshape(n_labels, h, w).argmax(axis=0))
+    return refined
 
 
 def pseudo_label(image: np.ndarray, keys: np.ndarray, cams: np.ndarray, cfg: RefineCrfConfig) -> np.ndarray:
@@ -40,14 +55,13 @@ def pseudo_label(image: np.ndarray, keys: np.ndarray, cams: np.ndarray, cfg: Ref
     to_local[keys_padded] = np.arange(len(keys_padded))
     n = len(keys_padded)
 
-    def refined(threshold: float) -> np.ndarray:
-        seeds = seed_labels(keys, cams, threshold)
-        if n == 1:
-            return np.zeros_like(seeds)
-        return keys_padded[crf_label_inference(image, to_local[seeds], n, cfg)]
-
-    fg_conf = refined(cfg.fg_threshold)
-    bg_conf = refined(cfg.bg_threshold)
+    seeds = [seed_labels(keys, cams, threshold) for threshold in (cfg.fg_threshold, cfg.bg_threshold)]
+    if n == 1:
+        fg_conf, bg_conf = (np.zeros_like(s) for s in seeds)
+    else:
+        fg_conf, bg_conf = (
+            keys_padded[r] for r in crf_label_inference_many(image, [to_local[s] for s in seeds], n, cfg)
+        )
     label = fg_conf.copy()
     label[fg_conf == 0] = IGNORE_LABEL
     label[(fg_conf == 0) & (bg_conf == 0)] = 0

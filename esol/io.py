@@ -7,6 +7,7 @@ place, so a step killed at any moment leaves either nothing or a complete file.
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import os
 import shutil
@@ -27,6 +28,11 @@ class InputError(ValueError):
 
 def voc_palette(n: int = 256) -> np.ndarray:
     """The PASCAL VOC colour map: (n, 3) uint8, label 255 is the cream ignore colour."""
+    return _voc_palette(n).copy()
+
+
+@functools.cache
+def _voc_palette(n: int) -> np.ndarray:
     palette = np.zeros((n, 3), dtype=np.uint8)
     for label in range(n):
         c, r, g, b = label, 0, 0, 0
@@ -124,10 +130,16 @@ def read_label_png(path: str | Path, num_classes: int | None = None) -> np.ndarr
     return label
 
 
+@functools.cache
+def _palette_list() -> tuple[int, ...]:
+    """The VOC palette as PIL's ``putpalette`` takes it, built once (a label PNG is written per image)."""
+    return tuple(_voc_palette(256).reshape(-1).tolist())
+
+
 def write_label_png(path: str | Path, label: np.ndarray) -> None:
     """Write a (H, W) uint8 label map as a VOC-palette PNG, atomically."""
     img = Image.fromarray(label.astype(np.uint8), mode="P")
-    img.putpalette(voc_palette().reshape(-1).tolist())
+    img.putpalette(_palette_list())
     with atomic_path(path) as tmp:
         img.save(tmp, format="PNG")
 

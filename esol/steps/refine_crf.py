@@ -12,18 +12,22 @@ from esol.cams import load_cam
 from esol.config import Params, RefineCrfConfig
 from esol.crf import pseudo_label
 from esol.data.layout import Dataset
-from esol.io import atomic_dir, write_label_png
+from esol.io import atomic_dir, read_image, write_label_png
 
 log = logging.getLogger("esol.refine_crf")
 
 
-def _refine_one(job: tuple[Path, Path, Path, Path, RefineCrfConfig]) -> str:
-    data, cams, out, image_id, cfg = job
-    dataset = Dataset(data)
-    keys, cam = load_cam(cams / f"{image_id}.npz")
-    label = pseudo_label(dataset.image(str(image_id)), keys, cam, cfg)
-    write_label_png(out / f"{image_id}.png", label)
-    return str(image_id)
+def _refine_one(job: tuple[str, Path, Path, Path, RefineCrfConfig]) -> str:
+    image_id, image_path, cam_path, out_path, cfg = job
+    keys, cam = load_cam(cam_path)
+    label = pseudo_label(read_image(image_path), keys, cam, cfg)
+    write_label_png(out_path, label)
+    return image_id
+
+
+def _chunksize(jobs: int, processes: int) -> int:
+    """Jobs per hand-out: a few chunks per process keep the processes evenly loaded to the end."""
+    return max(1, min(8, jobs // (4 * processes)))
 
 
 def run(params: Params, *, data: Path, cams: Path, split: str, out_dir: Path, threads: int = 1) -> dict:
@@ -35,12 +39,14 @@ def run(params: Params, *, data: Path, cams: Path, split: str, out_dir: Path, th
     dataset = Dataset(data)
     with atomic_dir(out_dir) as partial:
         todo = [i for i in dataset.ids(split) if not (partial / f"{i}.png").is_file()]
-        jobs = [(Path(data), Path(cams), partial, i, params.refine_crf) for i in todo]
+        jobs = [
+            (i, dataset.image_path(i), Path(cams) / f"{i}.npz", partial / f"{i}.png", params.refine_crf) for i in todo
+        ]
         log.info("%s: %d images to refine with %d process(es)", split, len(todo), threads)
         bar = tqdm(total=len(jobs), desc=f"CRF {out_dir.name}", mininterval=5)
         if threads > 1 and len(jobs) > 1:
             with mp.get_context("fork").Pool(threads) as pool:
-                for _ in pool.imap_unordered(_refine_one, jobs, chunksize=8):
+                for _ in pool.imap_unordered(_refine_one, jobs, chunksize=_chunksize(len(jobs), threads)):
                     bar.update()
         else:
             for job in jobs:
