@@ -8,16 +8,29 @@ from esol.io import IGNORE_LABEL
 
 
 def confusion(gt: np.ndarray, pred: np.ndarray, num_classes: int) -> np.ndarray:
-    """(num_classes, num_classes) int64 matrix, rows = ground truth, columns = prediction."""
+    """(num_classes, num_classes) int64 matrix, rows = ground truth, columns = prediction.
+
+    One ``np.bincount`` over ``k * gt + pred``, computed in uint16 for uint8 ground truth (the
+    narrowest type that holds it, and the fastest to count). Ignored pixels (gt 255) are not
+    masked out first (a copy of both maps): they land in a row of their own, dropped. Class ids
+    outside 0..k-1 (or 255 in the ground truth) raise ValueError.
+    """
     if gt.shape != pred.shape:
         raise ValueError(f"prediction shape {pred.shape} differs from ground truth {gt.shape}")
+    k = num_classes
     gt = gt.reshape(-1)
     pred = pred.reshape(-1)
-    valid = gt != IGNORE_LABEL
-    if not valid.all():
-        gt, pred = gt[valid], pred[valid]
-    index = num_classes * gt.astype(np.int64) + pred.astype(np.int64)
-    return np.bincount(index, minlength=num_classes**2).reshape(num_classes, num_classes)
+    if pred.size and (pred.max() >= k or (pred.dtype.kind != "u" and pred.min() < 0)):
+        bad = np.unique(pred[(pred < 0) | (pred >= k)])
+        raise ValueError(f"prediction holds class id(s) {bad.tolist()} outside 0..{k - 1}")
+    index = gt.astype(np.uint16 if gt.dtype == np.uint8 and k <= 256 else np.int64)  # k*255 + k-1 < 2**16
+    index *= k
+    np.add(index, pred, out=index, casting="unsafe")  # pred is in 0..k-1: no value changes
+    counts = np.bincount(index, minlength=k * k)
+    if counts.size > k * k and (counts[k * k : IGNORE_LABEL * k].any() or counts[(IGNORE_LABEL + 1) * k :].any()):
+        bad = np.unique(gt[(gt >= k) & (gt != IGNORE_LABEL)])
+        raise ValueError(f"ground truth holds class id(s) {bad.tolist()} outside 0..{k - 1} (255 = ignore)")
+    return counts[: k * k].reshape(k, k)
 
 
 def scores(conf: np.ndarray, class_names: list[str] | None = None) -> dict:
