@@ -29,10 +29,12 @@ def multiscale_cams(
     flip: bool,
     device: torch.device,
     autocast=None,
+    channels_last: bool = False,
 ) -> torch.Tensor:
     """Sum over scales (and flips) of ReLU CAMs, upsampled to the images' size: (B, K, H, W).
 
-    All images must share one size; scales and flips of a batch run as one forward per scale.
+    All images must share one size; scales and flips of a batch run as one forward per scale
+    (the batch and its mirror image concatenated).
     """
     h, w = images[0].shape[:2]
     batch = torch.stack([normalize(img) for img in images]).to(device)
@@ -42,6 +44,8 @@ def multiscale_cams(
         x = batch if scale == 1.0 else F.interpolate(batch, size=size, mode="bilinear", align_corners=False)
         if flip:
             x = torch.cat([x, x.flip(-1)])
+        if channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
         with autocast if autocast is not None else torch.autocast(device.type, enabled=False):
             cams = model(x).cams.float()
         if flip:
@@ -58,6 +62,20 @@ def quantise(cams: np.ndarray, keys: np.ndarray) -> np.ndarray:
     peak = planes.reshape(len(keys), -1).max(axis=1)[:, None, None]
     norm = planes / np.maximum(peak, 1e-5)
     return np.round(np.clip(norm, 0, 1) * CAM_LEVELS).astype(np.uint8)
+
+
+def quantise_batch(cams: torch.Tensor, keys: list[np.ndarray]) -> list[np.ndarray]:
+    """:func:`quantise` for a batch, where the CAMs are (on their device): (B, K, H, W) ->
+    per image (len(keys[i]), H, W) uint8. Only the kept planes, as uint8, leave the device, in
+    one transfer; the arithmetic is quantise's, operation for operation (same float32 results)."""
+    counts = [len(k) for k in keys]
+    rows = torch.as_tensor(np.repeat(np.arange(len(keys)), counts), device=cams.device)
+    classes = torch.as_tensor(np.concatenate([np.asarray(k, dtype=np.int64) for k in keys]) - 1, device=cams.device)
+    planes = cams[rows, classes]  # (P, H, W)
+    peak = planes.flatten(1).amax(dim=1)[:, None, None]
+    norm = planes / torch.clamp(peak, min=1e-5)
+    quantised = torch.round(torch.clamp(norm, 0, 1) * CAM_LEVELS).to(torch.uint8).cpu().numpy()
+    return np.split(quantised, np.cumsum(counts)[:-1])
 
 
 def save_cam(path: Path, keys: np.ndarray, cams_u8: np.ndarray) -> None:

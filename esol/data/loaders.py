@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import queue
+import threading
+from collections.abc import Iterable, Iterator
 from pathlib import Path
+from typing import TypeVar
 
 import numpy as np
 import torch
@@ -98,3 +102,36 @@ class InferenceSet(TorchDataset):
 def collate_inference(batch: list[tuple[str, np.ndarray]]) -> tuple[list[str], list[np.ndarray]]:
     ids, images = zip(*batch, strict=True)
     return list(ids), list(images)
+
+
+T = TypeVar("T")
+_DONE = object()
+
+
+def prefetch(items: Iterable[T], depth: int = 2) -> Iterator[T]:
+    """Iterate ``items`` in a background thread, up to ``depth`` items ahead of the consumer.
+
+    For a DataLoader without worker processes: the next batch is read (JPEG decoding releases
+    the GIL) while the model computes on this one. Errors surface in the consumer.
+    """
+    ahead: queue.Queue = queue.Queue(maxsize=depth)
+
+    def fill() -> None:
+        try:
+            for item in items:
+                ahead.put(item)
+        except BaseException as exc:  # handed to the consumer, raised there
+            ahead.put(_Failed(exc))
+        finally:
+            ahead.put(_DONE)
+
+    threading.Thread(target=fill, name="prefetch", daemon=True).start()
+    while (item := ahead.get()) is not _DONE:
+        if isinstance(item, _Failed):
+            raise item.exc
+        yield item
+
+
+class _Failed:
+    def __init__(self, exc: BaseException) -> None:
+        self.exc = exc

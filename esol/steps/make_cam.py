@@ -3,18 +3,20 @@
 from __future__ import annotations
 
 import logging
-from collections import defaultdict
+from collections import defaultdict, deque
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
+import torch
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from esol.cams import multiscale_cams, quantise, save_cam
+from esol.cams import multiscale_cams, quantise_batch, save_cam
 from esol.classifier import load_model
 from esol.config import Params
 from esol.data.layout import Dataset
-from esol.data.loaders import InferenceSet, collate_inference
+from esol.data.loaders import InferenceSet, collate_inference, prefetch
 from esol.io import atomic_dir
 from esol.runtime import make_runtime
 
@@ -32,30 +34,43 @@ def run(params: Params, *, data: Path, model: Path, split: str, out_dir: Path) -
     dataset = Dataset(data)
     net = load_model(params, dataset, model).to(runtime.device).eval()
     net.use_offsets = True
+    if runtime.channels_last:
+        net.to(memory_format=torch.channels_last)
     with atomic_dir(out_dir) as partial:
         todo = [i for i in dataset.ids(split) if not (partial / f"{i}.npz").is_file()]
         log.info("%s: %d images to do, %d already done", split, len(todo), len(dataset.ids(split)) - len(todo))
+        workers = params.runtime.num_workers
         loader = DataLoader(
-            InferenceSet(dataset, todo),
-            batch_size=cfg.batch_size,
-            num_workers=params.runtime.num_workers,
-            collate_fn=collate_inference,
+            InferenceSet(dataset, todo), batch_size=cfg.batch_size, num_workers=workers, collate_fn=collate_inference
         )
-        with tqdm(total=len(todo), desc=f"CAMs {out_dir.name}", mininterval=5) as bar:
-            for ids, images in loader:
+        # Off the critical path: the next batch is read ahead (worker processes, or one thread),
+        # and files are written by a thread while the model runs on the next batch.
+        batches = loader if workers > 0 else prefetch(loader)
+        with (
+            ThreadPoolExecutor(max_workers=1, thread_name_prefix="cam-writer") as writer,
+            tqdm(total=len(todo), desc=f"CAMs {out_dir.name}", mininterval=5) as bar,
+        ):
+            pending: deque[Future] = deque()
+            for ids, images in batches:
                 by_size: dict[tuple, list[int]] = defaultdict(list)
                 for index, image in enumerate(images):
                     by_size[image.shape[:2]].append(index)
                 for members in by_size.values():
-                    cams = (
-                        multiscale_cams(
-                            net, [images[i] for i in members], cfg.scales, cfg.flip, runtime.device, runtime.autocast()
-                        )
-                        .cpu()
-                        .numpy()
+                    cams = multiscale_cams(
+                        net,
+                        [images[i] for i in members],
+                        cfg.scales,
+                        cfg.flip,
+                        runtime.device,
+                        runtime.autocast(),
+                        channels_last=runtime.channels_last,
                     )
-                    for row, index in enumerate(members):
-                        keys = np.asarray(dataset.labels(ids[index]), dtype=np.int64)
-                        save_cam(partial / f"{ids[index]}.npz", keys, quantise(cams[row], keys))
+                    keys = [np.asarray(dataset.labels(ids[i]), dtype=np.int64) for i in members]
+                    for index, k, planes in zip(members, keys, quantise_batch(cams, keys), strict=True):
+                        pending.append(writer.submit(save_cam, partial / f"{ids[index]}.npz", k, planes))
+                while len(pending) > 2 * cfg.batch_size:  # bound the backlog; a failed write stops the step
+                    pending.popleft().result()
                 bar.update(len(ids))
+            for future in pending:
+                future.result()
     return {"split": split, "images": len(dataset.ids(split))}
