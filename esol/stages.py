@@ -87,21 +87,27 @@ def area_loss(
 
 def mean_offset(offset: torch.Tensor) -> float:
     """Mean Euclidean length of the (dy, dx) sampling offsets, in feature-map cells."""
+    return float(mean_offset_tensor(offset))
+
+
+def mean_offset_tensor(offset: torch.Tensor) -> torch.Tensor:
+    """:func:`mean_offset` as a 0-d tensor on the offsets' device (read it without a host sync per step)."""
     b, _, h, w = offset.shape
     pairs = offset.detach().float().reshape(b, -1, 2, h, w)
-    return float(pairs.norm(dim=2).mean())
+    return pairs.norm(dim=2).mean()
 
 
 def stage_step(
     model: ESOLNet, stage: str, batch: tuple[torch.Tensor, torch.Tensor], to_device, cfg: Any
-) -> tuple[torch.Tensor, dict[str, float]]:
-    """Forward one batch for ``stage``; returns the loss to minimise and scalars to log."""
+) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """Forward one batch for ``stage``; returns the loss to minimise and scalars to log (0-d tensors,
+    read once per epoch by :func:`esol.training.run_epoch`)."""
     images, labels = (to_device(t) for t in batch)
     out = model(images, expansion_detached=stage == "train_shrinkage")
     loss = classification_loss(out.logits, labels)
-    scalars = {"cls_loss": float(loss.detach())}
+    scalars = {"cls_loss": loss.detach()}
     if stage == "train_expansion":
-        scalars["offset1"] = mean_offset(out.offset1)
+        scalars["offset1"] = mean_offset_tensor(out.offset1)
     if stage == "train_shrinkage":
         expanded = (
             normalized_cams(F.relu(model.classifier(out.f1c))).detach()
@@ -110,5 +116,5 @@ def stage_step(
         )
         area = area_loss(out.cams, labels, cfg.area_form, cfg.area_target, expanded)
         loss = loss + cfg.area_weight * area
-        scalars.update(area_loss=float(area.detach()), offset2=mean_offset(out.offset2))
+        scalars.update(area_loss=area.detach(), offset2=mean_offset_tensor(out.offset2))
     return loss, scalars

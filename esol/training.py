@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import random
+import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,7 +20,7 @@ from esol.runtime import Runtime
 
 log = logging.getLogger("esol.training")
 
-StepFn = Callable[[Any], tuple[torch.Tensor, dict[str, float]]]
+StepFn = Callable[[Any], tuple[torch.Tensor, dict[str, float | torch.Tensor]]]
 
 
 class EpochPermutation(Sampler[int]):
@@ -61,6 +62,55 @@ def trainable(params: Iterable[torch.nn.Parameter]) -> list[torch.nn.Parameter]:
     return [p for p in params if p.requires_grad]
 
 
+def make_loader(dataset: Dataset, batch_size: int, sampler: Sampler, runtime: Runtime, num_workers: int) -> DataLoader:
+    """The training loader: workers prefetch batches (two each) while the model computes."""
+    return DataLoader(
+        dataset,
+        batch_size=batch_size,
+        sampler=sampler,
+        num_workers=num_workers,
+        drop_last=len(dataset) >= batch_size,
+        pin_memory=runtime.device.type == "cuda",
+        persistent_workers=num_workers > 0,
+    )
+
+
+def run_epoch(
+    loader: Iterable,
+    step: StepFn,
+    optimizer: torch.optim.Optimizer,
+    scheduler: torch.optim.lr_scheduler.LRScheduler,
+    runtime: Runtime,
+    desc: str = "train",
+) -> dict[str, float]:
+    """One pass over ``loader``: forward, backward, optimizer and scheduler step per batch.
+
+    Returns the epoch's mean of the loss and of each scalar ``step`` reports. Scalars may be
+    tensors: they are summed where they live (float64) and read once, at the end of the epoch,
+    so a GPU step never waits for the host; the progress bar reads the running loss only when
+    it redraws.
+    """
+    sums: dict[str, Any] = {}
+    count = 0
+    bar = tqdm(loader, desc=desc, mininterval=5, leave=False)
+    shown = time.monotonic()
+    for batch in bar:
+        with runtime.autocast():
+            loss, scalars = step(batch)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        scheduler.step()
+        count += 1
+        for key, value in {"loss": loss.detach(), **scalars}.items():
+            value = value.double() if isinstance(value, torch.Tensor) else float(value)
+            sums[key] = value if key not in sums else sums[key] + value
+        if time.monotonic() - shown >= 5:
+            shown = time.monotonic()
+            bar.set_postfix(loss=f"{float(sums['loss']) / count:.4f}", refresh=False)
+    return {key: float(value) / max(count, 1) for key, value in sums.items()}
+
+
 def train(
     spec: TrainSpec,
     model: torch.nn.Module,
@@ -79,15 +129,7 @@ def train(
     from dvclive import Live
 
     sampler = EpochPermutation(len(dataset), spec.seed)
-    loader = DataLoader(
-        dataset,
-        batch_size=spec.batch_size,
-        sampler=sampler,
-        num_workers=num_workers,
-        drop_last=len(dataset) >= spec.batch_size,
-        pin_memory=runtime.device.type == "cuda",
-        persistent_workers=num_workers > 0,
-    )
+    loader = make_loader(dataset, spec.batch_size, sampler, runtime, num_workers)
     optimizer = make_optimizer(spec)
     total = spec.epochs * len(loader)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda it: max(1 - it / total, 0.0) ** 0.9)
@@ -117,21 +159,9 @@ def train(
             dataset.epoch = epoch
         if on_epoch_start:
             on_epoch_start(epoch)
-        sums: dict[str, float] = {}
-        count = 0
-        bar = tqdm(loader, desc=f"{spec.name} epoch {epoch + 1}/{spec.epochs}", mininterval=5, leave=False)
-        for batch in bar:
-            with runtime.autocast():
-                loss, scalars = step(batch)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            scheduler.step()
-            count += 1
-            for key, value in {"loss": float(loss.detach()), **scalars}.items():
-                sums[key] = sums.get(key, 0.0) + value
-            bar.set_postfix(loss=f"{sums['loss'] / count:.4f}", refresh=False)
-        summary = {key: value / max(count, 1) for key, value in sums.items()}
+        summary = run_epoch(
+            loader, step, optimizer, scheduler, runtime, desc=f"{spec.name} epoch {epoch + 1}/{spec.epochs}"
+        )
         summary["lr"] = optimizer.param_groups[0]["lr"]
         checkpoint.save(
             last,
