@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import logging
 from pathlib import Path
 
@@ -18,6 +19,16 @@ from esol.segmentation import build_seg_model
 from esol.training import TrainSpec, train, trainable
 
 log = logging.getLogger("esol.train_seg")
+
+
+def labels_digest(labels: Path) -> str:
+    """Short sha256 over the pseudo-label PNGs (names and bytes): a checkpoint resumes only the
+    run that trained on these very labels (new labels after an upstream change: start afresh)."""
+    digest = hashlib.sha256()
+    for path in sorted(labels.glob("*.png")):
+        digest.update(path.name.encode() + b"\0")
+        digest.update(path.read_bytes())
+    return digest.hexdigest()[:16]
 
 
 def run(
@@ -56,7 +67,7 @@ def run(
             params.model,
             params.dataset,
             params.synthetic,
-            sorted(p.name for p in Path(labels).glob("*.png"))[:5],
+            labels_digest(Path(labels)),
         ),
     )
 
