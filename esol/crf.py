@@ -6,7 +6,6 @@ import numpy as np
 import pydensecrf.densecrf as dcrf
 from pydensecrf.utils import unary_from_labels
 
-from esol.cams import seed_labels
 from esol.config import RefineCrfConfig
 from esol.io import IGNORE_LABEL
 
@@ -51,17 +50,16 @@ def pseudo_label(image: np.ndarray, keys: np.ndarray, cams: np.ndarray, cfg: Ref
     background; the rest (foreground only under the permissive threshold) are 255 = uncertain.
     """
     keys_padded = np.concatenate([[0], keys]).astype(np.uint8)  # CRF label i <-> class keys_padded[i]
-    to_local = np.zeros(256, dtype=np.int64)
-    to_local[keys_padded] = np.arange(len(keys_padded))
     n = len(keys_padded)
-
-    seeds = [seed_labels(keys, cams, threshold) for threshold in (cfg.fg_threshold, cfg.bg_threshold)]
     if n == 1:
-        fg_conf, bg_conf = (np.zeros_like(s) for s in seeds)
+        fg_conf = bg_conf = np.zeros(cams.shape[1:], dtype=np.uint8)
     else:
-        fg_conf, bg_conf = (
-            keys_padded[r] for r in crf_label_inference_many(image, [to_local[s] for s in seeds], n, cfg)
-        )
+        # seed_labels at both thresholds, in CRF labels: argmax and max computed once for the two.
+        to_local = np.zeros(256, dtype=np.int64)
+        to_local[keys_padded] = np.arange(n)
+        best, peak = to_local[keys][cams.argmax(axis=0)], cams.max(axis=0)
+        seeds = [np.where(peak > t, best, 0) for t in (cfg.fg_threshold, cfg.bg_threshold)]
+        fg_conf, bg_conf = (keys_padded[r] for r in crf_label_inference_many(image, seeds, n, cfg))
     label = fg_conf.copy()
     label[fg_conf == 0] = IGNORE_LABEL
     label[(fg_conf == 0) & (bg_conf == 0)] = 0

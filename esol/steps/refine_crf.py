@@ -25,6 +25,11 @@ def _refine_one(job: tuple[str, Path, Path, Path, RefineCrfConfig]) -> str:
     return image_id
 
 
+def refine_jobs(dataset: Dataset, ids: list[str], cams: Path, out: Path, cfg: RefineCrfConfig) -> list[tuple]:
+    """One job per image for :func:`_refine_one`: id, image, CAM file, label PNG, settings."""
+    return [(i, dataset.image_path(i), cams / f"{i}.npz", out / f"{i}.png", cfg) for i in ids]
+
+
 def _chunksize(jobs: int, processes: int) -> int:
     """Jobs per hand-out: a few chunks per process keep the processes evenly loaded to the end."""
     return max(1, min(8, jobs // (4 * processes)))
@@ -39,9 +44,7 @@ def run(params: Params, *, data: Path, cams: Path, split: str, out_dir: Path, th
     dataset = Dataset(data)
     with atomic_dir(out_dir) as partial:
         todo = [i for i in dataset.ids(split) if not (partial / f"{i}.png").is_file()]
-        jobs = [
-            (i, dataset.image_path(i), Path(cams) / f"{i}.npz", partial / f"{i}.png", params.refine_crf) for i in todo
-        ]
+        jobs = refine_jobs(dataset, todo, Path(cams), partial, params.refine_crf)
         log.info("%s: %d images to refine with %d process(es)", split, len(todo), threads)
         bar = tqdm(total=len(jobs), desc=f"CRF {out_dir.name}", mininterval=5)
         if threads > 1 and len(jobs) > 1:
