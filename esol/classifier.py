@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import logging
 from pathlib import Path
 
@@ -29,12 +28,6 @@ def load_model(params: Params, dataset: Dataset, path: Path) -> ESOLNet:
     model = build_model(params, dataset)
     checkpoint.load_model_state(model, path)
     return model
-
-
-def _file_digest(path: Path | None) -> str:
-    if path is None:
-        return ""
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()[:16]
 
 
 def param_groups(model: ESOLNet, stage: str, cfg) -> list[dict]:
@@ -87,7 +80,7 @@ def train_stage(
         batch_size=cfg.batch_size,
         seed=params.dataset.seed * 100 + stage_index,
         fingerprint=checkpoint.fingerprint(
-            stage, cfg, params.model, params.dataset, params.synthetic, _file_digest(init_model)
+            stage, cfg, params.model, params.dataset, params.synthetic, checkpoint.file_digest(init_model)
         ),
     )
     train_set = ClassificationSet(dataset, "train_aug", cfg.crop_size, spec.seed)

@@ -10,6 +10,7 @@ import numpy as np
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
+from esol import checkpoint
 from esol.cams import multiscale_cams, quantise, save_cam
 from esol.classifier import load_model
 from esol.config import Params
@@ -32,7 +33,8 @@ def run(params: Params, *, data: Path, model: Path, split: str, out_dir: Path) -
     dataset = Dataset(data)
     net = load_model(params, dataset, model).to(runtime.device).eval()
     net.use_offsets = True
-    with atomic_dir(out_dir) as partial:
+    stamp = checkpoint.fingerprint(cfg, params.model, split, checkpoint.file_digest(model))
+    with atomic_dir(out_dir, stamp) as partial:
         todo = [i for i in dataset.ids(split) if not (partial / f"{i}.npz").is_file()]
         log.info("%s: %d images to do, %d already done", split, len(todo), len(dataset.ids(split)) - len(todo))
         loader = DataLoader(

@@ -8,6 +8,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
+from esol import checkpoint
 from esol.cams import load_cam
 from esol.config import Params, RefineCrfConfig
 from esol.crf import pseudo_label
@@ -33,7 +34,8 @@ def run(params: Params, *, data: Path, cams: Path, split: str, out_dir: Path, th
     done in ``OUT_DIR.partial`` (an interrupted run) are skipped.
     """
     dataset = Dataset(data)
-    with atomic_dir(out_dir) as partial:
+    cam_files = sorted((p.name, p.stat().st_size, p.stat().st_mtime_ns) for p in Path(cams).glob("*.npz"))
+    with atomic_dir(out_dir, checkpoint.fingerprint(params.refine_crf, split, cam_files)) as partial:
         todo = [i for i in dataset.ids(split) if not (partial / f"{i}.png").is_file()]
         jobs = [(Path(data), Path(cams), partial, i, params.refine_crf) for i in todo]
         log.info("%s: %d images to refine with %d process(es)", split, len(todo), threads)
