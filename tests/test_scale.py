@@ -1,4 +1,4 @@
-"""Several devices per step (esol.distributed), simulated on CPU.
+"""Several devices per step (esol.distributed), simulated on CPU, and the SLURM profile for real.
 
 The multi-device tests spawn two gloo processes on CPU, each of which imports torch: about 10 s
 per launch.
@@ -7,6 +7,12 @@ per launch.
 from __future__ import annotations
 
 import itertools
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
 import time
 import zipfile
 from pathlib import Path
@@ -15,6 +21,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+import yaml
 from torch.utils.data import Dataset as TorchDataset
 
 from esol import checkpoint, distributed
@@ -238,3 +245,96 @@ def test_cam_workers_write_the_files_of_a_single_process(smoke_dataset, smoke_pa
     for name in single:
         assert (tmp_path / "single" / name).read_bytes() == (tmp_path / "workers" / name).read_bytes(), name
     assert not (tmp_path / "workers.partial").exists()
+
+
+# --------------------------------------------------------------------------- (c) a real Slurm
+
+SLURM_LOCAL = Path(__file__).resolve().parents[1] / ".ci" / "slurm-local.sh"
+SLURM_TOOLS = ("slurmctld", "slurmd", "sbatch", "squeue", "sinfo", "scancel", "munged", "mungekey")
+SUBMITTED = re.compile(r"Job (\d+) has been submitted with SLURM jobid (\d+) \(log: ([^)]+)\)")
+
+
+@pytest.fixture(scope="module")
+def slurm_cluster(tmp_path_factory):
+    """A single-node Slurm on localhost (.ci/slurm-local.sh), installed from Debian's packages when
+    missing; skipped where that cannot be done (not root, no apt, a real Slurm configured here)."""
+    if not sys.platform.startswith("linux") or os.geteuid() != 0:
+        pytest.skip("a local Slurm needs root on Linux (daemons, /etc/slurm symlinks, mknod of fake GPUs)")
+    if any(
+        Path("/etc/slurm", name).exists() and not Path("/etc/slurm", name).is_symlink()
+        for name in ("slurm.conf", "gres.conf")
+    ):
+        pytest.skip("/etc/slurm/slurm.conf belongs to a real Slurm set-up on this machine: not touching it")
+    if not all(shutil.which(tool) for tool in SLURM_TOOLS):
+        if not shutil.which("apt-get"):
+            pytest.skip("Slurm is not installed and there is no apt-get to install slurm-wlm and munge")
+        install = subprocess.run([SLURM_LOCAL, "install"], capture_output=True, text=True, timeout=900)
+        if install.returncode != 0:
+            pytest.skip(f"could not install Debian's slurmctld/slurmd/slurm-client/munge: {install.stderr[-500:]}")
+    directory = tmp_path_factory.mktemp("slurm")
+    up = subprocess.run([SLURM_LOCAL, "up", directory], capture_output=True, text=True, timeout=120)
+    if up.returncode == 75:
+        pytest.skip(f"another local Slurm is up on this machine: {up.stderr.strip()}")
+    assert up.returncode == 0, up.stdout + up.stderr
+    try:
+        yield directory
+    finally:
+        down = subprocess.run([SLURM_LOCAL, "down", directory], capture_output=True, text=True, timeout=120)
+        assert down.returncode == 0, down.stdout + down.stderr
+
+
+def slurm_overrides(profile: dict, cpus: int = 1, mem_mb: int = 1000) -> list[str]:
+    """The profile's per-rule resources, cut down to what one small test node can grant."""
+    overrides = []
+    for rule, resources in profile["set-resources"].items():
+        for key, value in resources.items():
+            if key == "mem_mb":
+                value = min(value, mem_mb)
+            elif key == "cpus_per_task":
+                value = min(value, cpus)
+            overrides.append(f"{rule}:{key}={value}")
+    return overrides
+
+
+@pytest.mark.slow
+def test_smoke_pipeline_runs_as_slurm_jobs_and_matches_the_local_run(slurm_cluster, smoke_project, tmp_path):
+    from .pipeline_project import make_project, run
+
+    _, reference = smoke_project
+    root = make_project(tmp_path / "esol")
+    profile = yaml.safe_load((root / "workflow/profiles/slurm/config.yaml").read_text())
+    assert profile["executor"] == "slurm"
+    # The profile's command, with resources cut to this node (1 CPU a job: two jobs at once), the
+    # rules' own threads (as in the local run) and status checks without slurmdbd (squeue).
+    out = run(
+        root,
+        "timeout", "-k", "30", "1800",
+        "snakemake", "--profile", "workflow/profiles/slurm",
+        "--slurm-status-command", "squeue",
+        "--slurm-init-seconds-before-status-checks", "1",
+        "--slurm-keep-successful-logs",
+        "--max-threads", "2",
+        "--default-resources", "mem_mb=1000", "runtime=60", "cpus_per_task=1",
+        "--set-resources", *slurm_overrides(profile),
+        timeout=1900,
+    )  # fmt: skip
+    text = out.stdout + out.stderr
+    jobs = {int(job): (int(slurm_id), Path(log)) for job, slurm_id, log in SUBMITTED.findall(text)}
+    # Every job of the plan (Snakemake's "Job stats") but the target rule `all` went through sbatch,
+    # and each left its Slurm log.
+    stats = text[text.index("Job stats:") : text.index("total", text.index("Job stats:"))]
+    planned = {rule: int(count) for rule, count in re.findall(r"^(\w+)\s+(\d+)$", stats, re.M) if rule != "all"}
+    assert sum(planned.values()) >= 20, stats
+    ran: dict[str, int] = {}
+    for slurm_id, log in jobs.values():
+        rule = next(part[len("rule_") :] for part in log.parts if part.startswith("rule_")).split("_wildcards_")[0]
+        ran[rule] = ran.get(rule, 0) + 1
+        assert (root / log).is_file() or log.is_file(), f"no Slurm log {log} for job {slurm_id}"
+    assert ran == planned, text[-3000:]
+    # ... and completed in Slurm (slurmctld's own record), GPU steps with a device Slurm assigned.
+    ctld = (slurm_cluster / "log" / "slurmctld.log").read_text()
+    for slurm_id, _ in jobs.values():
+        assert re.search(rf"_job_complete: JobId={slurm_id} WEXITSTATUS 0", ctld), f"Slurm job {slurm_id}"
+    assert "GPU(s) assigned by Slurm job" in (root / "logs" / "train_cam.log").read_text()
+    for name, expected in reference.items():
+        assert json.loads((root / "results" / "metrics" / f"{name}.json").read_text()) == expected, name
