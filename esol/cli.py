@@ -3,7 +3,8 @@
 Options are generated from each step's ``run`` signature, so the command line, Snakemake and
 DVC cannot disagree on what a step reads and writes. ``--gpus N`` leases N GPUs of its own for
 the step (see ``esol.devices``) before anything imports torch; exit status 3 means no device
-came free in time.
+came free in time. With more than one device, the steps that can use several (training, CAM
+inference) run one process per device (``esol.distributed``).
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ import time
 import typing
 from pathlib import Path
 
-from esol import devices
+from esol import devices, distributed
 from esol.config import ConfigError, load_params
 from esol.io import InputError
 from esol.logs import setup_logging
@@ -103,6 +104,15 @@ def main(argv: list[str] | None = None) -> int:
         except devices.DeviceError as exc:
             log.error("GPU lease failed: %s", exc)
             return 3
+        # One process per device the step got (steps that can use several: see esol.distributed).
+        try:
+            world = distributed.world_size_for_lease(early.gpus, os.environ)
+        except ConfigError as exc:
+            log.error("%s", exc)
+            return 2
+        os.environ[distributed.ENV_WORLD_SIZE] = str(world)
+        if world > 1:
+            log.info("%s=%d: training and CAM steps use %d processes", distributed.ENV_WORLD_SIZE, world, world)
     args = build_parser().parse_args(argv)
     kwargs = {k: v for k, v in vars(args).items() if k not in ("step", "verbose", "params", "log", "gpus")}
     started = time.perf_counter()

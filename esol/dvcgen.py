@@ -82,7 +82,7 @@ def _stage(job: Any) -> tuple[str, dict[str, Any]]:
         elif kind == "plots" and path.startswith("results/live/"):
             plots.append({f"{path}/plots/metrics": {"cache": False}})
         elif kind == "plots":
-            plots.append({path: {"cache": False, "x": "threshold", "y": ["miou", "precision", "recall"]}})
+            plots.append({path: {"cache": False, "x": "threshold", "y": "miou"}})
         elif kind == "uncached":
             outs.append({path: {"cache": False}})
         else:

@@ -14,25 +14,44 @@ import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 from tqdm import tqdm
 
-from esol import checkpoint
+from esol import checkpoint, distributed
+from esol.config import ConfigError
 from esol.runtime import Runtime
 
 log = logging.getLogger("esol.training")
 
-StepFn = Callable[[Any], tuple[torch.Tensor, dict[str, float]]]
+# step(batch, net): the loss and scalars of one batch; ``net`` is the module to run the forward
+# pass through (the model itself, or its DistributedDataParallel wrapper).
+StepFn = Callable[[Any, torch.nn.Module], tuple[torch.Tensor, dict[str, float]]]
 
 
 class EpochPermutation(Sampler[int]):
-    """Shuffles as a pure function of (seed, epoch): a resumed run sees the same order."""
+    """Shuffles as a pure function of (seed, epoch): a resumed run sees the same order.
 
-    def __init__(self, size: int, seed: int) -> None:
+    With ``world`` > 1 processes every rank draws the same permutation and takes its own
+    ``batch_size / world`` slice of each full global batch of it: at every step the ranks' slices
+    make up exactly the batch one process would take, and over an epoch their union is exactly
+    the single-process epoch (whose incomplete last batch is dropped as well).
+    """
+
+    def __init__(self, size: int, seed: int, rank: int = 0, world: int = 1, batch_size: int = 1) -> None:
         self.size, self.seed, self.epoch = size, seed, 0
+        self.rank, self.world = rank, world
+        if world > 1:
+            if batch_size % world or not 0 <= rank < world:
+                raise ValueError(f"batch_size {batch_size} cannot be split over {world} ranks (rank {rank})")
+            self.batches, self.share = size // batch_size, batch_size // world
+            self.batch_size = batch_size
 
     def __iter__(self):
-        return iter(np.random.default_rng([self.seed, self.epoch]).permutation(self.size).tolist())
+        order = np.random.default_rng([self.seed, self.epoch]).permutation(self.size)
+        if self.world == 1:
+            return iter(order.tolist())
+        starts = np.arange(self.batches)[:, None] * self.batch_size + self.rank * self.share
+        return iter(order[starts + np.arange(self.share)].reshape(-1).tolist())
 
     def __len__(self) -> int:
-        return self.size
+        return self.size if self.world == 1 else self.batches * self.share
 
 
 @dataclass
@@ -74,14 +93,31 @@ def train(
 ) -> dict[str, float]:
     """Train ``model`` for ``spec.epochs``; resumes from ``checkpoint_dir/last.pt`` when it matches.
 
-    ``step(batch)`` returns the loss and scalars to log. Returns the last epoch's mean scalars.
+    ``step(batch, net)`` returns the loss and scalars to log. Returns the last epoch's mean scalars.
+
+    Inside a process group of several ranks (:func:`esol.distributed.launch`) the model is wrapped
+    in DistributedDataParallel and each rank trains on ``batch_size / world`` samples of every
+    batch: the total batch, the number of steps and the learning rates are those of one process.
+    Only rank 0 writes the checkpoint and the dvclive curves; the scalars are averaged over ranks.
     """
     from dvclive import Live
 
-    sampler = EpochPermutation(len(dataset), spec.seed)
+    ctx = distributed.current()
+    if ctx.distributed:
+        distributed.check_batch(spec.name, spec.batch_size, ctx.world)
+        if len(dataset) < spec.batch_size:
+            raise ConfigError(
+                f"{spec.name}: {len(dataset)} training samples, fewer than one batch of {spec.batch_size}: "
+                f"cannot train on {ctx.world} processes"
+            )
+        sampler = EpochPermutation(len(dataset), spec.seed, ctx.rank, ctx.world, spec.batch_size)
+        net = _wrap_ddp(model, runtime.device)
+    else:
+        sampler = EpochPermutation(len(dataset), spec.seed)
+        net = model
     loader = DataLoader(
         dataset,
-        batch_size=spec.batch_size,
+        batch_size=spec.batch_size // ctx.world if ctx.distributed else spec.batch_size,
         sampler=sampler,
         num_workers=num_workers,
         drop_last=len(dataset) >= spec.batch_size,
@@ -109,8 +145,10 @@ def train(
         else:
             log.info("%s: ignoring %s (written for other params)", spec.name, last)
 
-    live = Live(str(live_dir), dvcyaml=None, save_dvc_exp=False, resume=start_epoch > 0, report=None)
-    live.step = start_epoch
+    live = None
+    if ctx.is_main:
+        live = Live(str(live_dir), dvcyaml=None, save_dvc_exp=False, resume=start_epoch > 0, report=None)
+        live.step = start_epoch
     for epoch in range(start_epoch, spec.epochs):
         sampler.epoch = epoch
         if hasattr(dataset, "epoch"):
@@ -119,10 +157,16 @@ def train(
             on_epoch_start(epoch)
         sums: dict[str, float] = {}
         count = 0
-        bar = tqdm(loader, desc=f"{spec.name} epoch {epoch + 1}/{spec.epochs}", mininterval=5, leave=False)
+        bar = tqdm(
+            loader,
+            desc=f"{spec.name} epoch {epoch + 1}/{spec.epochs}",
+            mininterval=5,
+            leave=False,
+            disable=not ctx.is_main,
+        )
         for batch in bar:
             with runtime.autocast():
-                loss, scalars = step(batch)
+                loss, scalars = step(batch, net)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
@@ -132,7 +176,10 @@ def train(
                 sums[key] = sums.get(key, 0.0) + value
             bar.set_postfix(loss=f"{sums['loss'] / count:.4f}", refresh=False)
         summary = {key: value / max(count, 1) for key, value in sums.items()}
+        summary = distributed.all_mean(summary, runtime.device)
         summary["lr"] = optimizer.param_groups[0]["lr"]
+        if not ctx.is_main:
+            continue
         checkpoint.save(
             last,
             {
@@ -156,8 +203,24 @@ def train(
             spec.epochs,
             ", ".join(f"{k}={v:.4g}" for k, v in summary.items()),
         )
-    live.end()
+    if live is not None:
+        live.end()
     return summary
+
+
+def _wrap_ddp(model: torch.nn.Module, device: torch.device) -> torch.nn.Module:
+    """DistributedDataParallel around ``model`` (which keeps its parameters: optimiser groups and
+    the caller's references stay valid). On GPU, BatchNorm layers become SyncBatchNorm, so that
+    batch statistics cover the whole batch as in one process; gloo (CPU) has no SyncBatchNorm,
+    so there each rank normalises over its own slice."""
+    from torch.nn.parallel import DistributedDataParallel
+
+    if device.type == "cuda":
+        converted = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
+        if converted is not model:
+            raise TypeError("a model that is itself a BatchNorm layer cannot be trained on several GPUs")
+        return DistributedDataParallel(model, device_ids=[device.index])
+    return DistributedDataParallel(model)
 
 
 def _tuple_state(state: Any) -> tuple:
