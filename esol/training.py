@@ -12,9 +12,9 @@ from typing import Any
 import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
-from tqdm import tqdm
 
 from esol import checkpoint
+from esol.progress import tqdm
 from esol.runtime import Runtime
 
 log = logging.getLogger("esol.training")

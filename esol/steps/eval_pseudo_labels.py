@@ -6,12 +6,12 @@ import logging
 from pathlib import Path
 
 import numpy as np
-from tqdm import tqdm
 
 from esol.config import Params
 from esol.data.layout import Dataset
 from esol.io import IGNORE_LABEL, read_label_png, write_json
 from esol.metrics import confusion, scores
+from esol.progress import tqdm
 
 log = logging.getLogger("esol.eval_pseudo_labels")
 

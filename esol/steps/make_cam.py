@@ -8,7 +8,6 @@ from pathlib import Path
 
 import numpy as np
 from torch.utils.data import DataLoader
-from tqdm import tqdm
 
 from esol.cams import multiscale_cams, quantise, save_cam
 from esol.classifier import load_model
@@ -16,6 +15,7 @@ from esol.config import Params
 from esol.data.layout import Dataset
 from esol.data.loaders import InferenceSet, collate_inference
 from esol.io import atomic_dir
+from esol.progress import tqdm
 from esol.runtime import make_runtime
 
 log = logging.getLogger("esol.make_cam")

@@ -6,13 +6,12 @@ import logging
 import multiprocessing as mp
 from pathlib import Path
 
-from tqdm import tqdm
-
 from esol.cams import load_cam
 from esol.config import Params, RefineCrfConfig
 from esol.crf import pseudo_label
 from esol.data.layout import Dataset
 from esol.io import atomic_dir, write_label_png
+from esol.progress import tqdm
 
 log = logging.getLogger("esol.refine_crf")
 
