@@ -4,6 +4,9 @@ Options are generated from each step's ``run`` signature, so the command line, S
 DVC cannot disagree on what a step reads and writes. ``--gpus N`` leases N GPUs of its own for
 the step (see ``esol.devices``) before anything imports torch; exit status 3 means no device
 came free in time.
+
+``esol compare`` is no step: it tabulates metrics and changed params across DVC experiments and
+git revisions (``esol.compare``).
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ from esol.steps import STEPS
 
 log = logging.getLogger("esol")
 USAGE = "esol [-h] [-v] [--log LOG] [--gpus N] STEP ..."
+COMMANDS = ("compare",)  # subcommands that are not pipeline steps
 
 
 def _add_step_parser(subparsers, name: str) -> None:
@@ -56,6 +60,15 @@ def _add_step_parser(subparsers, name: str) -> None:
         parser.add_argument(flag, metavar=pname.upper(), **kwargs)
 
 
+def _add_compare_parser(subparsers) -> None:
+    from esol import compare
+
+    parser = subparsers.add_parser(
+        "compare", help="metrics and changed params across DVC experiments or git revisions (not a step)"
+    )
+    compare.build_parser(parser)
+
+
 def _add_global_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("-v", "--verbose", action="store_true")
     parser.add_argument("--log", type=Path, help="send logging and progress bars (stderr) to this file")
@@ -68,9 +81,14 @@ def _add_global_options(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def _command_index(argv: list[str]) -> int:
+    """Where the step (or command) name is in ``argv``; ``len(argv)`` when there is none."""
+    return next((i for i, arg in enumerate(argv) if arg in STEPS or arg in COMMANDS), len(argv))
+
+
 def _global_options(argv: list[str]) -> argparse.Namespace:
     """The options before the step name, parsed without importing the steps (and so torch)."""
-    end = next((i for i, arg in enumerate(argv) if arg in STEPS), len(argv))
+    end = _command_index(argv)
     parser = argparse.ArgumentParser(prog="esol", usage=USAGE, add_help=False, allow_abbrev=False)
     _add_global_options(parser)
     return parser.parse_known_args(argv[:end])[0]
@@ -78,17 +96,26 @@ def _global_options(argv: list[str]) -> argparse.Namespace:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="esol", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter, allow_abbrev=False
+        prog="esol",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        allow_abbrev=False,
     )
     _add_global_options(parser)
     subparsers = parser.add_subparsers(dest="step", required=True, metavar="STEP")
     for name in STEPS:
         _add_step_parser(subparsers, name)
+    _add_compare_parser(subparsers)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
+    command = _command_index(argv)
+    if command < len(argv) and argv[command] == "compare":
+        from esol import compare  # needs neither torch nor a GPU lease
+
+        return compare.main(argv[command + 1 :])
     # Log file and GPU lease first: building the full parser imports every step, and so torch,
     # which must not start CUDA before CUDA_VISIBLE_DEVICES names the leased devices.
     early = _global_options(argv)
