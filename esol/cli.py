@@ -3,7 +3,8 @@
 Options are generated from each step's ``run`` signature, so the command line, Snakemake and
 DVC cannot disagree on what a step reads and writes. ``--gpus N`` leases N GPUs of its own for
 the step (see ``esol.devices``) before anything imports torch; exit status 3 means no device
-came free in time.
+came free in time. ``esol STEP --help`` groups a step's options into the paths it reads, the
+paths it writes and its settings.
 
 ``esol compare`` is no step: it tabulates metrics and changed params across DVC experiments and
 git revisions (``esol.compare``).
@@ -32,16 +33,39 @@ USAGE = "esol [-h] [-v] [--log LOG] [--gpus N] STEP ..."
 COMMANDS = ("compare",)  # subcommands that are not pipeline steps
 
 
+def _option_help(hint, default) -> str | None:
+    parts = ["one or more paths"] if typing.get_origin(hint) is list else []
+    if default is not inspect.Parameter.empty and default is not None:
+        parts.append(f"default: {default}")
+    return "; ".join(parts) or None
+
+
+def _summary(doc: str) -> str:
+    """The docstring's first paragraph as one line (``esol --help`` lists it beside the step)."""
+    return " ".join(doc.split("\n\n")[0].split())
+
+
 def _add_step_parser(subparsers, name: str) -> None:
+    """Options from ``run``'s signature: paths it writes (the module's ``OUTPUTS``) are outputs,
+    other paths inputs, ``int``/``str`` arguments settings."""
     module = importlib.import_module(f"esol.steps.{name}")
     doc = inspect.getdoc(module.run) or ""
+    outputs = set(getattr(module, "OUTPUTS", ()))
     parser = subparsers.add_parser(
         name,
-        help=doc.splitlines()[0] if doc else name,
+        help=_summary(doc) if doc else name,
         description=doc,
         formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="The rule in workflow/rules/ runs the same command; see dvc.yaml for the exact paths.",
     )
-    parser.add_argument("--params", type=Path, default=Path("params.yaml"), help="params file (default: params.yaml)")
+    groups = {
+        "input": parser.add_argument_group("inputs (read)"),
+        "output": parser.add_argument_group("outputs (written)"),
+        "setting": parser.add_argument_group("settings"),
+    }
+    groups["setting"].add_argument(
+        "--params", type=Path, default=Path("params.yaml"), help="params file (default: params.yaml)"
+    )
     hints = typing.get_type_hints(module.run)
     for pname, param in inspect.signature(module.run).parameters.items():
         if pname == "params":
@@ -57,7 +81,9 @@ def _add_step_parser(subparsers, name: str) -> None:
             kwargs["type"] = hint
         else:
             kwargs["type"] = Path
-        parser.add_argument(flag, metavar=pname.upper(), **kwargs)
+        kind = "output" if pname in outputs else "setting" if hint in (int, str) else "input"
+        kwargs["help"] = _option_help(hint, param.default)
+        groups[kind].add_argument(flag, metavar=pname.upper(), **kwargs)
 
 
 def _add_compare_parser(subparsers) -> None:
@@ -100,6 +126,7 @@ def build_parser() -> argparse.ArgumentParser:
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
         allow_abbrev=False,
+        epilog="`esol STEP --help` lists what a step reads and writes.",
     )
     _add_global_options(parser)
     subparsers = parser.add_subparsers(dest="step", required=True, metavar="STEP")

@@ -15,6 +15,8 @@ from esol.progress import tqdm
 
 log = logging.getLogger("esol.eval_pseudo_labels")
 
+OUTPUTS = ("metrics",)
+
 
 def run(params: Params, *, data: Path, labels: Path, variant: str, metrics: Path) -> dict:
     """Score the pseudo labels in LABELS on the ``train`` split of DATA; write METRICS (JSON).

@@ -16,6 +16,8 @@ from esol.progress import tqdm
 
 log = logging.getLogger("esol.eval_seeds")
 
+OUTPUTS = ("metrics", "curve")
+
 
 def thresholds(start: float, stop: float, step: float) -> list[float]:
     count = int(np.floor((stop - start) / step + 1e-9)) + 1

@@ -21,6 +21,8 @@ from esol.segmentation import build_seg_model, predict
 
 log = logging.getLogger("esol.eval_seg")
 
+OUTPUTS = ("metrics", "predictions")
+
 
 def run(params: Params, *, data: Path, model: Path, metrics: Path, predictions: Path) -> dict:
     """Predict DATA's ``val`` split with MODEL (flip-averaged); write METRICS and PNGs to PREDICTIONS.

@@ -20,6 +20,8 @@ from esol.runtime import make_runtime
 
 log = logging.getLogger("esol.make_cam")
 
+OUTPUTS = ("out_dir",)
+
 
 def run(params: Params, *, data: Path, model: Path, split: str, out_dir: Path) -> dict:
     """Compute CAMs with MODEL for every image of SPLIT in DATA, one ``<id>.npz`` in OUT_DIR.

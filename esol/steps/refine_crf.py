@@ -15,6 +15,8 @@ from esol.progress import tqdm
 
 log = logging.getLogger("esol.refine_crf")
 
+OUTPUTS = ("out_dir",)
+
 
 def _refine_one(job: tuple[Path, Path, Path, Path, RefineCrfConfig]) -> str:
     data, cams, out, image_id, cfg = job
