@@ -62,4 +62,4 @@ def test_step_help_groups_inputs_outputs_and_settings():
     assert text.index("--cams") < outputs < text.index("--metrics") < text.index("--curve") < settings
     assert text.index("--variant") > settings
     top = subprocess.run([sys.executable, "-m", "esol", "--help"], capture_output=True, text=True, cwd=REPO).stdout
-    assert "compare" in top and "plot_samplers" in top
+    assert "make_figures" in top and "compare" in top

@@ -17,4 +17,5 @@ STEPS = (
     "eval_seg",
     "summarize",
     "plot_samplers",
+    "make_figures",
 )
