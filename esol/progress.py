@@ -4,7 +4,8 @@ On a terminal, :class:`tqdm` is tqdm's bar as usual (count, rate, ETA, redrawn i
 the bar's stream is not a terminal (Snakemake and DVC send stderr to ``logs/<step>.log``), the
 bar is printed as plain lines instead: one when it starts, then at most one every
 ``LOG_INTERVAL`` seconds, then the final count, each on its own line, so that a log file stays
-readable in ``less`` and ``grep`` rather than holding one line of carriage-return redraws.
+readable in ``less`` and ``grep`` rather than holding one line of carriage-return redraws. A
+transient bar (``leave=False``, e.g. one epoch) writes nothing unless it lasts ``LOG_INTERVAL``.
 
 Use ``from esol.progress import tqdm`` wherever a step loops; the signature is tqdm's.
 """
@@ -68,5 +69,7 @@ class tqdm(_tqdm):
             kwargs["mininterval"] = max(float(kwargs.get("mininterval") or 0.1), LOG_INTERVAL)
             kwargs["maxinterval"] = max(float(kwargs.get("maxinterval") or 10), kwargs["mininterval"])
             kwargs["dynamic_ncols"] = False
+            if kwargs.get("leave") is False:  # a transient bar (an epoch): no line unless it lasts
+                kwargs["delay"] = max(float(kwargs.get("delay") or 0), LOG_INTERVAL)
             kwargs.setdefault("ncols", 100)  # a log file has no width; keep the bar short
         super().__init__(*args, **kwargs)

@@ -45,3 +45,12 @@ def test_progress_on_a_terminal_is_tqdm_as_usual():
         bar.update()
     bar.close()
     assert "\r" in stream.getvalue()  # redrawn in place
+
+
+def test_a_short_transient_bar_writes_nothing_to_a_log_file():
+    from esol import progress
+
+    stream = io.StringIO()
+    for _ in progress.tqdm(range(100), desc="epoch 1/10", file=stream, leave=False):
+        pass
+    assert stream.getvalue() == ""
