@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import random
+import shutil
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -12,10 +13,10 @@ from typing import Any
 import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
-from tqdm import tqdm
 
 from esol import checkpoint, distributed
 from esol.config import ConfigError
+from esol.progress import tqdm
 from esol.runtime import Runtime
 
 log = logging.getLogger("esol.training")
@@ -145,9 +146,13 @@ def train(
         else:
             log.info("%s: ignoring %s (written for other params)", spec.name, last)
 
+    # dvclive logs beside the checkpoint, which outlives the job: a resumed run (after a kill, or
+    # a rerun once every epoch is done, whose outputs Snakemake and DVC delete first) then
+    # still hands over the curves of every epoch to LIVE_DIR.
+    history = Path(checkpoint_dir) / "live"
     live = None
     if ctx.is_main:
-        live = Live(str(live_dir), dvcyaml=None, save_dvc_exp=False, resume=start_epoch > 0, report=None)
+        live = Live(str(history), dvcyaml=None, save_dvc_exp=False, resume=start_epoch > 0, report=None)
         live.step = start_epoch
     for epoch in range(start_epoch, spec.epochs):
         sampler.epoch = epoch
@@ -205,6 +210,13 @@ def train(
         )
     if live is not None:
         live.end()
+        live_dir = Path(live_dir)
+        if live_dir.exists():
+            shutil.rmtree(live_dir)
+        if history.is_dir():
+            shutil.copytree(history, live_dir)
+        else:
+            live_dir.mkdir(parents=True)
     return summary
 
 

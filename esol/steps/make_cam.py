@@ -8,7 +8,6 @@ from pathlib import Path
 
 import numpy as np
 from torch.utils.data import DataLoader
-from tqdm import tqdm
 
 from esol import checkpoint, distributed
 from esol.cams import multiscale_cams, quantise, save_cam
@@ -17,9 +16,12 @@ from esol.config import Params
 from esol.data.layout import Dataset
 from esol.data.loaders import InferenceSet, collate_inference
 from esol.io import atomic_dir
+from esol.progress import tqdm
 from esol.runtime import make_runtime
 
 log = logging.getLogger("esol.make_cam")
+
+OUTPUTS = ("out_dir",)
 
 
 def run(params: Params, *, data: Path, model: Path, split: str, out_dir: Path) -> dict:

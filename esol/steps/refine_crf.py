@@ -6,16 +6,17 @@ import logging
 import multiprocessing as mp
 from pathlib import Path
 
-from tqdm import tqdm
-
 from esol import checkpoint
 from esol.cams import load_cam
 from esol.config import Params, RefineCrfConfig
 from esol.crf import pseudo_label
 from esol.data.layout import Dataset
 from esol.io import atomic_dir, write_label_png
+from esol.progress import tqdm
 
 log = logging.getLogger("esol.refine_crf")
+
+OUTPUTS = ("out_dir",)
 
 
 def _refine_one(job: tuple[Path, Path, Path, Path, RefineCrfConfig]) -> str:

@@ -19,6 +19,8 @@ from esol.training import TrainSpec, train, trainable
 
 log = logging.getLogger("esol.train_seg")
 
+OUTPUTS = ("out_model", "metrics", "live_dir", "checkpoint_dir")
+
 
 def run(
     params: Params, *, data: Path, labels: Path, out_model: Path, metrics: Path, live_dir: Path, checkpoint_dir: Path
