@@ -65,7 +65,10 @@ def _name(job: Any) -> str:
 def _stage(job: Any) -> tuple[str, dict[str, Any]]:
     name = _name(job)
     cmd = " ".join(job.shellcmd.split()).replace(sys.executable, "python")
-    deps = sorted(dict.fromkeys(str(p) for p in job.input))
+    # A dvclive folder is declared to DVC as its plots subfolder (below); depend on that same path.
+    deps = sorted(
+        dict.fromkeys(f"{p}/plots/metrics" if str(p).startswith("results/live/") else str(p) for p in job.input)
+    )
     stage: dict[str, Any] = {"cmd": cmd}
     if deps:
         stage["deps"] = deps
