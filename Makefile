@@ -5,7 +5,7 @@ STAMP := $(VENV)/.esol-installed
 CORES ?= 2
 export PATH := $(abspath $(VENV))/bin:$(PATH)
 
-.PHONY: run test lint dvc.yaml clean
+.PHONY: run test lint dvc.yaml report clean
 
 $(STAMP): requirements.txt requirements-dev.txt pyproject.toml
 	@test -x $(PY) || python3 -m venv $(VENV)
@@ -25,6 +25,9 @@ test: $(STAMP)
 lint: $(STAMP)
 	ruff check .
 	snakemake --lint
+
+report: $(STAMP)
+	snakemake --report report.html
 
 dvc.yaml: $(STAMP)
 	$(PY) -m esol.dvcgen

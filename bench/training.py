@@ -86,11 +86,16 @@ def main(argv: list[str] | None = None) -> int:
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda it: 1.0)
         train_set = ClassificationSet(dataset, "train_aug", cfg.crop_size, spec.seed)
         loader = make_loader(
-            train_set, cfg.batch_size, EpochPermutation(len(train_set), spec.seed), runtime, params.runtime.num_workers
+            train_set,
+            cfg.batch_size,
+            EpochPermutation(len(train_set), spec.seed),
+            runtime,
+            params.runtime.num_workers,
+            drop_last=True,
         )
 
-        def step(batch):
-            return stage_step(model, args.stage, batch, runtime.to_device, cfg)
+        def step(batch, net=None):
+            return stage_step(model, args.stage, batch, runtime.to_device, cfg, forward=net)
 
         fixed = tuple(runtime.to_device(t) for t in next(iter(loader)))
         cuda = runtime.device.type == "cuda"
@@ -108,12 +113,12 @@ def main(argv: list[str] | None = None) -> int:
 
         bare_times: list[float] = []
 
-        def step_after_a_bare_one(batch):
+        def step_after_a_bare_one(batch, net=None):
             """run_epoch's step, preceded by one timed bare iteration (subtracted from the loop's time)."""
             start = clock()
             bare_iteration()
             bare_times.append(clock() - start)
-            return step(batch)
+            return step(batch, net)
 
         def epoch() -> tuple[float, float]:
             """(bare, loop) seconds of one epoch of ``batches`` iterations each, alternating."""

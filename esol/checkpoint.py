@@ -44,6 +44,17 @@ def fingerprint(*sections: Any) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
+def file_digest(path: str | Path | None) -> str:
+    """Short sha256 of a file's bytes ("" for None)."""
+    if path is None:
+        return ""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()[:16]
+
+
 def load_model_state(model: torch.nn.Module, path: str | Path) -> dict[str, Any]:
     """Load a model file written by a training step into ``model``; returns its metadata.
 

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import hashlib
 import logging
 from pathlib import Path
 
 import torch
 
-from esol import checkpoint
+from esol import checkpoint, distributed
 from esol.config import Params
 from esol.data.layout import Dataset
 from esol.data.loaders import ClassificationSet
@@ -29,12 +28,6 @@ def load_model(params: Params, dataset: Dataset, path: Path) -> ESOLNet:
     model = build_model(params, dataset)
     checkpoint.load_model_state(model, path)
     return model
-
-
-def _file_digest(path: Path | None) -> str:
-    if path is None:
-        return ""
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()[:16]
 
 
 def param_groups(model: ESOLNet, stage: str, cfg) -> list[dict]:
@@ -62,8 +55,28 @@ def train_stage(
     live_dir: Path,
     checkpoint_dir: Path,
 ) -> dict:
-    """Train ``stage`` starting from ``init_model`` (None: fresh) and write the model + metrics."""
+    """Train ``stage`` starting from ``init_model`` (None: fresh) and write the model + metrics.
+
+    With several devices (``esol --gpus N``, see :mod:`esol.distributed`) one process per device
+    runs this function; rank 0 writes the outputs.
+    """
     cfg = params.section(stage)
+    world, device_type = distributed.plan(params.runtime.device)
+    if world > 1:
+        distributed.check_batch(stage, cfg.batch_size, world)
+        return distributed.launch(
+            train_stage,
+            stage,
+            params,
+            world=world,
+            device_type=device_type,
+            data_dir=data_dir,
+            init_model=init_model,
+            out_model=out_model,
+            metrics=metrics,
+            live_dir=live_dir,
+            checkpoint_dir=checkpoint_dir,
+        )
     stage_index = STAGES.index(stage)
     runtime = make_runtime(params.runtime, params.dataset.seed * 100 + stage_index)
     dataset = Dataset(data_dir)
@@ -87,7 +100,7 @@ def train_stage(
         batch_size=cfg.batch_size,
         seed=params.dataset.seed * 100 + stage_index,
         fingerprint=checkpoint.fingerprint(
-            stage, cfg, params.model, params.dataset, params.synthetic, _file_digest(init_model)
+            stage, cfg, params.model, params.dataset, params.synthetic, checkpoint.file_digest(init_model)
         ),
     )
     train_set = ClassificationSet(dataset, "train_aug", cfg.crop_size, spec.seed)
@@ -95,17 +108,19 @@ def train_stage(
         spec,
         model,
         train_set,
-        step=lambda batch: stage_step(model, stage, batch, runtime.to_device, cfg),
+        step=lambda batch, net: stage_step(model, stage, batch, runtime.to_device, cfg, forward=net),
         runtime=runtime,
         checkpoint_dir=checkpoint_dir,
         live_dir=live_dir,
         num_workers=params.runtime.num_workers,
         on_epoch_start=lambda _epoch: set_train_mode(model, stage, freeze_bn),
     )
+    result = {"stage": stage, **{k: round(v, 6) for k, v in summary.items()}}
+    if not distributed.current().is_main:
+        return result
     if stage == "train_cam":
         model.init_w2()
     model.cpu()
     checkpoint.save(out_model, {"model": model.state_dict(), "meta": {"stage": stage, "classes": dataset.classes}})
-    result = {"stage": stage, **{k: round(v, 6) for k, v in summary.items()}}
     write_json(metrics, result)
     return result

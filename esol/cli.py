@@ -3,7 +3,13 @@
 Options are generated from each step's ``run`` signature, so the command line, Snakemake and
 DVC cannot disagree on what a step reads and writes. ``--gpus N`` leases N GPUs of its own for
 the step (see ``esol.devices``) before anything imports torch; exit status 3 means no device
-came free in time.
+came free in time. With more than one device, the steps that can use several (training, CAM
+inference) run one process per device (``esol.distributed``).
+``esol STEP --help`` groups a step's options into the paths it reads, the
+paths it writes and its settings.
+
+``esol compare`` is no step: it tabulates metrics and changed params across DVC experiments and
+git revisions (``esol.compare``).
 """
 
 from __future__ import annotations
@@ -18,7 +24,7 @@ import time
 import typing
 from pathlib import Path
 
-from esol import devices
+from esol import devices, distributed
 from esol.config import ConfigError, load_params
 from esol.io import InputError
 from esol.logs import setup_logging
@@ -26,18 +32,42 @@ from esol.steps import STEPS
 
 log = logging.getLogger("esol")
 USAGE = "esol [-h] [-v] [--log LOG] [--gpus N] STEP ..."
+COMMANDS = ("compare",)  # subcommands that are not pipeline steps
+
+
+def _option_help(hint, default) -> str | None:
+    parts = ["one or more paths"] if typing.get_origin(hint) is list else []
+    if default is not inspect.Parameter.empty and default is not None:
+        parts.append(f"default: {default}")
+    return "; ".join(parts) or None
+
+
+def _summary(doc: str) -> str:
+    """The docstring's first paragraph as one line (``esol --help`` lists it beside the step)."""
+    return " ".join(doc.split("\n\n")[0].split())
 
 
 def _add_step_parser(subparsers, name: str) -> None:
+    """Options from ``run``'s signature: paths it writes (the module's ``OUTPUTS``) are outputs,
+    other paths inputs, ``int``/``str`` arguments settings."""
     module = importlib.import_module(f"esol.steps.{name}")
     doc = inspect.getdoc(module.run) or ""
+    outputs = set(getattr(module, "OUTPUTS", ()))
     parser = subparsers.add_parser(
         name,
-        help=doc.splitlines()[0] if doc else name,
+        help=_summary(doc) if doc else name,
         description=doc,
         formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="The rule in workflow/rules/ runs the same command; see dvc.yaml for the exact paths.",
     )
-    parser.add_argument("--params", type=Path, default=Path("params.yaml"), help="params file (default: params.yaml)")
+    groups = {
+        "input": parser.add_argument_group("inputs (read)"),
+        "output": parser.add_argument_group("outputs (written)"),
+        "setting": parser.add_argument_group("settings"),
+    }
+    groups["setting"].add_argument(
+        "--params", type=Path, default=Path("params.yaml"), help="params file (default: params.yaml)"
+    )
     hints = typing.get_type_hints(module.run)
     for pname, param in inspect.signature(module.run).parameters.items():
         if pname == "params":
@@ -53,7 +83,18 @@ def _add_step_parser(subparsers, name: str) -> None:
             kwargs["type"] = hint
         else:
             kwargs["type"] = Path
-        parser.add_argument(flag, metavar=pname.upper(), **kwargs)
+        kind = "output" if pname in outputs else "setting" if hint in (int, str) else "input"
+        kwargs["help"] = _option_help(hint, param.default)
+        groups[kind].add_argument(flag, metavar=pname.upper(), **kwargs)
+
+
+def _add_compare_parser(subparsers) -> None:
+    from esol import compare
+
+    parser = subparsers.add_parser(
+        "compare", help="metrics and changed params across DVC experiments or git revisions (not a step)"
+    )
+    compare.build_parser(parser)
 
 
 def _add_global_options(parser: argparse.ArgumentParser) -> None:
@@ -68,9 +109,14 @@ def _add_global_options(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def _command_index(argv: list[str]) -> int:
+    """Where the step (or command) name is in ``argv``; ``len(argv)`` when there is none."""
+    return next((i for i, arg in enumerate(argv) if arg in STEPS or arg in COMMANDS), len(argv))
+
+
 def _global_options(argv: list[str]) -> argparse.Namespace:
     """The options before the step name, parsed without importing the steps (and so torch)."""
-    end = next((i for i, arg in enumerate(argv) if arg in STEPS), len(argv))
+    end = _command_index(argv)
     parser = argparse.ArgumentParser(prog="esol", usage=USAGE, add_help=False, allow_abbrev=False)
     _add_global_options(parser)
     return parser.parse_known_args(argv[:end])[0]
@@ -78,17 +124,27 @@ def _global_options(argv: list[str]) -> argparse.Namespace:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="esol", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter, allow_abbrev=False
+        prog="esol",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        allow_abbrev=False,
+        epilog="`esol STEP --help` lists what a step reads and writes.",
     )
     _add_global_options(parser)
     subparsers = parser.add_subparsers(dest="step", required=True, metavar="STEP")
     for name in STEPS:
         _add_step_parser(subparsers, name)
+    _add_compare_parser(subparsers)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
+    command = _command_index(argv)
+    if command < len(argv) and argv[command] == "compare":
+        from esol import compare  # needs neither torch nor a GPU lease
+
+        return compare.main(argv[command + 1 :])
     # Log file and GPU lease first: building the full parser imports every step, and so torch,
     # which must not start CUDA before CUDA_VISIBLE_DEVICES names the leased devices.
     early = _global_options(argv)
@@ -103,6 +159,15 @@ def main(argv: list[str] | None = None) -> int:
         except devices.DeviceError as exc:
             log.error("GPU lease failed: %s", exc)
             return 3
+        # One process per device the step got (steps that can use several: see esol.distributed).
+        try:
+            world = distributed.world_size_for_lease(early.gpus, os.environ)
+        except ConfigError as exc:
+            log.error("%s", exc)
+            return 2
+        os.environ[distributed.ENV_WORLD_SIZE] = str(world)
+        if world > 1:
+            log.info("%s=%d: training and CAM steps use %d processes", distributed.ENV_WORLD_SIZE, world, world)
     args = build_parser().parse_args(argv)
     kwargs = {k: v for k, v in vars(args).items() if k not in ("step", "verbose", "params", "log", "gpus")}
     started = time.perf_counter()

@@ -53,10 +53,8 @@ def _job_order(job: Any) -> tuple:
 def _kind(path: str) -> str:
     if path.startswith("results/metrics/") and path.endswith(".json"):
         return "metrics"
-    if path.startswith(("results/plots/", "results/live/")):
+    if path.startswith("results/live/"):
         return "plots"
-    if path.startswith("results/metrics/"):
-        return "uncached"
     return "outs"
 
 
@@ -64,30 +62,28 @@ def _name(job: Any) -> str:
     return job.rule.name + "".join(f"-{value}" for value in job.wildcards)
 
 
-def _stage(job: Any, curves: list[dict[str, Any]]) -> tuple[str, dict[str, Any]]:
+def _stage(job: Any) -> tuple[str, dict[str, Any]]:
     name = _name(job)
     cmd = " ".join(job.shellcmd.split()).replace(sys.executable, "python")
-    deps = sorted(dict.fromkeys(str(p) for p in job.input))
+    # A dvclive folder is declared to DVC as its plots subfolder (below); depend on that same path.
+    deps = sorted(
+        dict.fromkeys(f"{p}/plots/metrics" if str(p).startswith("results/live/") else str(p) for p in job.input)
+    )
     stage: dict[str, Any] = {"cmd": cmd}
     if deps:
         stage["deps"] = deps
     sections = job.params.get("sections") if hasattr(job.params, "get") else None
     if sections:
         stage["params"] = [*sections, "recipes"]  # a dataset's recipe can override any section
+    # Everything is cached, metrics and plots included: results/ is git-ignored, so only the DVC
+    # cache can give `dvc exp show`, `dvc metrics diff` and `dvc plots diff` other revisions' values.
     outs, metrics, plots = [], [], []
     for path in (str(p) for p in job.output):
         kind = _kind(path)
         if kind == "metrics":
-            metrics.append({path: {"cache": False}})
-        elif kind == "plots" and path.startswith("results/live/"):
-            plots.append({f"{path}/plots/metrics": {"cache": False}})
+            metrics.append(path)
         elif kind == "plots":
-            # A stage's own plot entry takes one y column only (DVC's schema): the threshold
-            # sweep is a plain output, drawn (three curves) by a top-level plot definition.
-            outs.append({path: {"cache": False}})
-            curves.append({path: {"x": "threshold", "y": ["miou", "precision", "recall"]}})
-        elif kind == "uncached":
-            outs.append({path: {"cache": False}})
+            plots.append(f"{path}/plots/metrics")  # dvclive's per-metric TSVs
         else:
             outs.append(path)
     for key, values in (("outs", outs), ("metrics", metrics), ("plots", plots)):
@@ -105,12 +101,50 @@ def render(workdir: Path = Path(".")) -> str:
         jobs = [job for job in _snakemake_jobs(workdir) if job.rule.shellcmd]
     finally:
         os.chdir(cwd)
-    curves: list[dict[str, Any]] = []
-    stages = dict(_stage(job, curves) for job in jobs)
+    stages = dict(_stage(job) for job in jobs)
     document: dict[str, Any] = {"stages": stages}
-    if curves:
-        document["plots"] = curves
+    plots = _plots(jobs)
+    if plots:
+        document["plots"] = plots
     return HEADER + yaml.safe_dump(document, sort_keys=False, width=200)
+
+
+def _plots(jobs: list) -> list[dict[str, Any]]:
+    """Top-level plots of `dvc plots show` / `dvc plots diff`, each across variants or stages:
+    the seed threshold curves (``results/plots/seeds_curve/<variant>.csv``) and the training
+    loss per epoch (dvclive's ``results/live/<stage>/plots/metrics/train/loss.tsv``)."""
+    outputs = [str(p) for job in jobs for p in job.output]
+    curves = [p for p in outputs if p.startswith("results/plots/seeds_curve/") and p.endswith(".csv")]
+    live = [p for p in outputs if p.startswith("results/live/")]
+    plots: list[dict[str, Any]] = []
+    for metric, name in (("miou", "mIoU"), ("precision", "precision"), ("recall", "recall")):
+        if curves:
+            plots.append(
+                {
+                    f"seeds_{metric}": {
+                        "title": f"Seeds: {name} against the background threshold",
+                        "template": "linear",
+                        "x": "threshold",
+                        "y": {path: metric for path in curves},
+                        "x_label": "background threshold",
+                        "y_label": f"seed {name} (%)",
+                    }
+                }
+            )
+    if live:
+        plots.append(
+            {
+                "training_loss": {
+                    "title": "Training loss per epoch, every stage",
+                    "template": "linear",
+                    "x": "step",
+                    "y": {f"{path}/plots/metrics/train/loss.tsv": "loss" for path in live},
+                    "x_label": "epoch (from 0)",
+                    "y_label": "loss",
+                }
+            }
+        )
+    return plots
 
 
 def main(argv: list[str] | None = None) -> int:

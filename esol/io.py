@@ -61,17 +61,26 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
             tmp.unlink()
 
 
+FINGERPRINT_FILE = ".fingerprint"
+
+
 @contextlib.contextmanager
-def atomic_dir(path: str | Path) -> Iterator[Path]:
+def atomic_dir(path: str | Path, fingerprint: str = "") -> Iterator[Path]:
     """Build a directory under ``<path>.partial`` and rename it onto ``path`` on success.
 
     The partial directory survives a crash on purpose: steps that produce one file per image
-    resume from it and skip what is already there.
+    resume from it and skip what is already there. ``fingerprint`` identifies the inputs and
+    settings; a partial directory left by a run with another fingerprint is discarded.
     """
     path = Path(path)
     partial = path.with_name(path.name + ".partial")
+    stamp = partial / FINGERPRINT_FILE
+    if partial.exists() and (not stamp.is_file() or stamp.read_text() != fingerprint):
+        shutil.rmtree(partial)
     partial.mkdir(parents=True, exist_ok=True)
+    stamp.write_text(fingerprint)
     yield partial
+    stamp.unlink()
     if path.exists():
         shutil.rmtree(path)
     os.replace(partial, path)

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from esol import distributed
 from esol.config import RuntimeConfig
 from esol.logs import setup_logging  # noqa: F401  (re-exported: it used to live here)
 
@@ -52,6 +53,8 @@ def make_runtime(cfg: RuntimeConfig, seed: int) -> Runtime:
     if cfg.device == "cuda" and not cuda:
         raise RuntimeError("runtime.device is 'cuda' but no CUDA device is visible")
     device = torch.device("cuda" if cfg.device in ("auto", "cuda") and cuda else "cpu")
+    if device.type == "cuda" and distributed.current().world > 1:  # one device per launched process
+        device = torch.device("cuda", torch.cuda.current_device())
     if device.type == "cpu":
         log.info(
             "running on CPU (%d threads)%s", torch.get_num_threads(), "" if cfg.device == "cpu" else ": no GPU visible"

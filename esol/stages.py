@@ -98,12 +98,21 @@ def mean_offset_tensor(offset: torch.Tensor) -> torch.Tensor:
 
 
 def stage_step(
-    model: ESOLNet, stage: str, batch: tuple[torch.Tensor, torch.Tensor], to_device, cfg: Any
+    model: ESOLNet,
+    stage: str,
+    batch: tuple[torch.Tensor, torch.Tensor],
+    to_device,
+    cfg: Any,
+    forward: torch.nn.Module | None = None,
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """Forward one batch for ``stage``; returns the loss to minimise and scalars to log (0-d tensors,
-    read once per epoch by :func:`esol.training.run_epoch`)."""
+    read once per epoch by :func:`esol.training.run_epoch`).
+
+    ``forward``: the module to run the forward pass through, when not ``model`` itself (its
+    DistributedDataParallel wrapper).
+    """
     images, labels = (to_device(t) for t in batch)
-    out = model(images, expansion_detached=stage == "train_shrinkage")
+    out = (forward or model)(images, expansion_detached=stage == "train_shrinkage")
     loss = classification_loss(out.logits, labels)
     scalars = {"cls_loss": loss.detach()}
     if stage == "train_expansion":

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import random
+import shutil
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -13,27 +14,46 @@ from typing import Any
 import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
-from tqdm import tqdm
 
-from esol import checkpoint
+from esol import checkpoint, distributed
+from esol.config import ConfigError
+from esol.progress import tqdm
 from esol.runtime import Runtime
 
 log = logging.getLogger("esol.training")
 
-StepFn = Callable[[Any], tuple[torch.Tensor, dict[str, float | torch.Tensor]]]
+# step(batch, net): the loss and scalars of one batch; ``net`` is the module to run the forward
+# pass through (the model itself, or its DistributedDataParallel wrapper).
+StepFn = Callable[[Any, torch.nn.Module], tuple[torch.Tensor, dict[str, float | torch.Tensor]]]
 
 
 class EpochPermutation(Sampler[int]):
-    """Shuffles as a pure function of (seed, epoch): a resumed run sees the same order."""
+    """Shuffles as a pure function of (seed, epoch): a resumed run sees the same order.
 
-    def __init__(self, size: int, seed: int) -> None:
+    With ``world`` > 1 processes every rank draws the same permutation and takes its own
+    ``batch_size / world`` slice of each full global batch of it: at every step the ranks' slices
+    make up exactly the batch one process would take, and over an epoch their union is exactly
+    the single-process epoch (whose incomplete last batch is dropped as well).
+    """
+
+    def __init__(self, size: int, seed: int, rank: int = 0, world: int = 1, batch_size: int = 1) -> None:
         self.size, self.seed, self.epoch = size, seed, 0
+        self.rank, self.world = rank, world
+        if world > 1:
+            if batch_size % world or not 0 <= rank < world:
+                raise ValueError(f"batch_size {batch_size} cannot be split over {world} ranks (rank {rank})")
+            self.batches, self.share = size // batch_size, batch_size // world
+            self.batch_size = batch_size
 
     def __iter__(self):
-        return iter(np.random.default_rng([self.seed, self.epoch]).permutation(self.size).tolist())
+        order = np.random.default_rng([self.seed, self.epoch]).permutation(self.size)
+        if self.world == 1:
+            return iter(order.tolist())
+        starts = np.arange(self.batches)[:, None] * self.batch_size + self.rank * self.share
+        return iter(order[starts + np.arange(self.share)].reshape(-1).tolist())
 
     def __len__(self) -> int:
-        return self.size
+        return self.size if self.world == 1 else self.batches * self.share
 
 
 @dataclass
@@ -62,14 +82,16 @@ def trainable(params: Iterable[torch.nn.Parameter]) -> list[torch.nn.Parameter]:
     return [p for p in params if p.requires_grad]
 
 
-def make_loader(dataset: Dataset, batch_size: int, sampler: Sampler, runtime: Runtime, num_workers: int) -> DataLoader:
-    """The training loader: workers prefetch batches (two each) while the model computes."""
+def make_loader(
+    dataset: Dataset, batch_size: int, sampler: Sampler, runtime: Runtime, num_workers: int, drop_last: bool
+) -> DataLoader:
+    """The training loader: with workers, each prefetches two batches while the model computes."""
     return DataLoader(
         dataset,
         batch_size=batch_size,
         sampler=sampler,
         num_workers=num_workers,
-        drop_last=len(dataset) >= batch_size,
+        drop_last=drop_last,
         pin_memory=runtime.device.type == "cuda",
         persistent_workers=num_workers > 0,
     )
@@ -82,8 +104,10 @@ def run_epoch(
     scheduler: torch.optim.lr_scheduler.LRScheduler,
     runtime: Runtime,
     desc: str = "train",
+    net: torch.nn.Module | None = None,
+    show: bool = True,
 ) -> dict[str, float]:
-    """One pass over ``loader``: forward, backward, optimizer and scheduler step per batch.
+    """One pass over ``loader``: ``step(batch, net)``, backward, optimizer and scheduler step per batch.
 
     Returns the epoch's mean of the loss and of each scalar ``step`` reports. Scalars may be
     tensors: they are summed where they live (float64) and read once, at the end of the epoch,
@@ -92,11 +116,11 @@ def run_epoch(
     """
     sums: dict[str, Any] = {}
     count = 0
-    bar = tqdm(loader, desc=desc, mininterval=5, leave=False)
+    bar = tqdm(loader, desc=desc, mininterval=5, leave=False, disable=not show)
     shown = time.monotonic()
     for batch in bar:
         with runtime.autocast():
-            loss, scalars = step(batch)
+            loss, scalars = step(batch, net)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
@@ -124,12 +148,36 @@ def train(
 ) -> dict[str, float]:
     """Train ``model`` for ``spec.epochs``; resumes from ``checkpoint_dir/last.pt`` when it matches.
 
-    ``step(batch)`` returns the loss and scalars to log. Returns the last epoch's mean scalars.
+    ``step(batch, net)`` returns the loss and scalars to log. Returns the last epoch's mean scalars.
+
+    Inside a process group of several ranks (:func:`esol.distributed.launch`) the model is wrapped
+    in DistributedDataParallel and each rank trains on ``batch_size / world`` samples of every
+    batch: the total batch, the number of steps and the learning rates are those of one process.
+    Only rank 0 writes the checkpoint and the dvclive curves; the scalars are averaged over ranks.
     """
     from dvclive import Live
 
-    sampler = EpochPermutation(len(dataset), spec.seed)
-    loader = make_loader(dataset, spec.batch_size, sampler, runtime, num_workers)
+    ctx = distributed.current()
+    if ctx.distributed:
+        distributed.check_batch(spec.name, spec.batch_size, ctx.world)
+        if len(dataset) < spec.batch_size:
+            raise ConfigError(
+                f"{spec.name}: {len(dataset)} training samples, fewer than one batch of {spec.batch_size}: "
+                f"cannot train on {ctx.world} processes"
+            )
+        sampler = EpochPermutation(len(dataset), spec.seed, ctx.rank, ctx.world, spec.batch_size)
+        net = _wrap_ddp(model, runtime.device)
+    else:
+        sampler = EpochPermutation(len(dataset), spec.seed)
+        net = model
+    loader = make_loader(
+        dataset,
+        spec.batch_size // ctx.world if ctx.distributed else spec.batch_size,
+        sampler,
+        runtime,
+        num_workers,
+        drop_last=len(dataset) >= spec.batch_size,
+    )
     optimizer = make_optimizer(spec)
     total = spec.epochs * len(loader)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda it: max(1 - it / total, 0.0) ** 0.9)
@@ -151,8 +199,14 @@ def train(
         else:
             log.info("%s: ignoring %s (written for other params)", spec.name, last)
 
-    live = Live(str(live_dir), dvcyaml=None, save_dvc_exp=False, resume=start_epoch > 0, report=None)
-    live.step = start_epoch
+    # dvclive logs beside the checkpoint, which outlives the job: a resumed run (after a kill, or
+    # a rerun once every epoch is done, whose outputs Snakemake and DVC delete first) then
+    # still hands over the curves of every epoch to LIVE_DIR.
+    history = Path(checkpoint_dir) / "live"
+    live = None
+    if ctx.is_main:
+        live = Live(str(history), dvcyaml=None, save_dvc_exp=False, resume=start_epoch > 0, report=None)
+        live.step = start_epoch
     for epoch in range(start_epoch, spec.epochs):
         sampler.epoch = epoch
         if hasattr(dataset, "epoch"):
@@ -160,9 +214,19 @@ def train(
         if on_epoch_start:
             on_epoch_start(epoch)
         summary = run_epoch(
-            loader, step, optimizer, scheduler, runtime, desc=f"{spec.name} epoch {epoch + 1}/{spec.epochs}"
+            loader,
+            step,
+            optimizer,
+            scheduler,
+            runtime,
+            desc=f"{spec.name} epoch {epoch + 1}/{spec.epochs}",
+            net=net,
+            show=ctx.is_main,
         )
+        summary = distributed.all_mean(summary, runtime.device)
         summary["lr"] = optimizer.param_groups[0]["lr"]
+        if not ctx.is_main:
+            continue
         checkpoint.save(
             last,
             {
@@ -186,8 +250,31 @@ def train(
             spec.epochs,
             ", ".join(f"{k}={v:.4g}" for k, v in summary.items()),
         )
-    live.end()
+    if live is not None:
+        live.end()
+        live_dir = Path(live_dir)
+        if live_dir.exists():
+            shutil.rmtree(live_dir)
+        if history.is_dir():
+            shutil.copytree(history, live_dir)
+        else:
+            live_dir.mkdir(parents=True)
     return summary
+
+
+def _wrap_ddp(model: torch.nn.Module, device: torch.device) -> torch.nn.Module:
+    """DistributedDataParallel around ``model`` (which keeps its parameters: optimiser groups and
+    the caller's references stay valid). On GPU, BatchNorm layers become SyncBatchNorm, so that
+    batch statistics cover the whole batch as in one process; gloo (CPU) has no SyncBatchNorm,
+    so there each rank normalises over its own slice."""
+    from torch.nn.parallel import DistributedDataParallel
+
+    if device.type == "cuda":
+        converted = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
+        if converted is not model:
+            raise TypeError("a model that is itself a BatchNorm layer cannot be trained on several GPUs")
+        return DistributedDataParallel(model, device_ids=[device.index])
+    return DistributedDataParallel(model)
 
 
 def _tuple_state(state: Any) -> tuple:

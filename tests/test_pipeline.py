@@ -86,6 +86,8 @@ def test_dvc_experiment_reruns_only_shrinkage_and_dependants(project):
         "train_seg",
         "eval_seg",
         "summarize",
+        "plot_samplers",
+        "make_figures",
     }
     diff = run(project, "dvc", "metrics", "diff", "--json")
     changed = json.loads(diff.stdout)

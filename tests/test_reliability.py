@@ -311,3 +311,20 @@ def test_killed_steps_resume_and_match_an_uninterrupted_run(tmp_path, smoke_proj
     for name, expected in reference.items():
         got = json.loads((root / "results/metrics" / f"{name}.json").read_text())
         assert got == expected, f"{name}.json differs from the uninterrupted run"
+
+
+def test_partial_work_from_other_settings_is_discarded(tmp_path):
+    from esol.io import atomic_dir
+
+    out = tmp_path / "cams"
+    with pytest.raises(RuntimeError), atomic_dir(out, "settings-a") as partial:
+        (partial / "img1.npz").write_text("done with a")
+        raise RuntimeError("killed")
+    with atomic_dir(out, "settings-a") as partial:
+        assert (partial / "img1.npz").is_file()  # same settings: resumed
+    assert (out / "img1.npz").is_file() and not (out / ".fingerprint").exists()
+    with pytest.raises(RuntimeError), atomic_dir(out, "settings-a") as partial:
+        (partial / "img2.npz").write_text("done with a")
+        raise RuntimeError("killed")
+    with atomic_dir(out, "settings-b") as partial:
+        assert not (partial / "img2.npz").exists()  # other settings: started afresh

@@ -25,9 +25,8 @@ import tarfile
 import zipfile
 from pathlib import Path
 
-from tqdm import tqdm
-
 from esol.io import InputError, write_json
+from esol.progress import tqdm
 
 log = logging.getLogger("esol.archive")
 

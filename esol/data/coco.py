@@ -32,10 +32,10 @@ from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageDraw
-from tqdm import tqdm
 
 from esol.data.layout import relative_dir
 from esol.io import IGNORE_LABEL, InputError, read_json, write_json, write_label_png, write_text
+from esol.progress import tqdm
 
 log = logging.getLogger("esol.coco")
 

@@ -35,9 +35,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from tqdm import tqdm
-
 from esol.io import InputError, write_json
+from esol.progress import tqdm
 
 log = logging.getLogger("esol.download")
 

@@ -21,10 +21,10 @@ from pathlib import Path
 
 import numpy as np
 from scipy import ndimage
-from tqdm import tqdm
 
 from esol.config import SyntheticConfig
 from esol.io import IGNORE_LABEL, write_jpeg, write_json, write_label_png, write_text
+from esol.progress import tqdm
 
 NUM_NEUTRAL_BACKGROUNDS = 3
 SHAPE_NAMES = ("ellipse", "rectangle")

@@ -23,10 +23,10 @@ from pathlib import Path
 import numpy as np
 import scipy.io
 from PIL import Image
-from tqdm import tqdm
 
 from esol.data.layout import relative_dir
 from esol.io import InputError, read_label_png, write_json, write_label_png, write_text
+from esol.progress import tqdm
 
 log = logging.getLogger("esol.voc")
 

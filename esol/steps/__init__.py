@@ -1,4 +1,5 @@
-"""One module per pipeline step, each exposing ``run(params, *, <paths>)``.
+"""One module per pipeline step, each exposing ``run(params, *, <paths>)`` and ``OUTPUTS``, the
+names of the ``run`` arguments the step writes (the other paths it reads).
 
 The order below is the pipeline's: the Snakefile and the ``esol`` command line both use it.
 """
@@ -16,4 +17,5 @@ STEPS = (
     "eval_seg",
     "summarize",
     "plot_samplers",
+    "make_figures",
 )

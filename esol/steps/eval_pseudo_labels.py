@@ -6,14 +6,16 @@ import logging
 from pathlib import Path
 
 import numpy as np
-from tqdm import tqdm
 
 from esol.config import Params
 from esol.data.layout import Dataset
 from esol.io import IGNORE_LABEL, read_label_png, write_json
 from esol.metrics import confusion, scores
+from esol.progress import tqdm
 
 log = logging.getLogger("esol.eval_pseudo_labels")
+
+OUTPUTS = ("metrics",)
 
 
 def run(params: Params, *, data: Path, labels: Path, variant: str, metrics: Path) -> dict:

@@ -6,15 +6,17 @@ import logging
 from pathlib import Path
 
 import numpy as np
-from tqdm import tqdm
 
 from esol.cams import load_cam
 from esol.config import Params
 from esol.data.layout import Dataset
 from esol.io import read_label_png, write_json, write_text
 from esol.metrics import confusion, scores
+from esol.progress import tqdm
 
 log = logging.getLogger("esol.eval_seeds")
+
+OUTPUTS = ("metrics", "curve")
 
 
 def thresholds(start: float, stop: float, step: float) -> list[float]:

@@ -8,7 +8,6 @@ from pathlib import Path
 
 import numpy as np
 from torch.utils.data import DataLoader
-from tqdm import tqdm
 
 from esol import checkpoint
 from esol.config import Params
@@ -16,10 +15,13 @@ from esol.data.layout import Dataset
 from esol.data.loaders import InferenceSet, collate_inference
 from esol.io import atomic_dir, write_json, write_label_png
 from esol.metrics import confusion, scores
+from esol.progress import tqdm
 from esol.runtime import make_runtime
 from esol.segmentation import build_seg_model, predict
 
 log = logging.getLogger("esol.eval_seg")
+
+OUTPUTS = ("metrics", "predictions")
 
 
 def run(params: Params, *, data: Path, model: Path, metrics: Path, predictions: Path) -> dict:

@@ -17,6 +17,8 @@ from esol.io import atomic_dir
 
 log = logging.getLogger("esol.plot_samplers")
 
+OUTPUTS = ("out_dir",)
+
 
 def sampling_arrows(offset: np.ndarray, image_size: tuple[int, int]) -> tuple[np.ndarray, ...]:
     """Arrow origins (cell centres) and mean displacement of the 9 taps, in image pixels.

@@ -11,6 +11,8 @@ from esol.io import atomic_dir, write_json
 
 log = logging.getLogger("esol.prepare_data")
 
+OUTPUTS = ("out_dir", "metrics", "downloads")
+
 
 def run(params: Params, *, out_dir: Path, metrics: Path, downloads: Path = Path("data/downloads")) -> dict:
     """Write ``params.dataset`` into OUT_DIR (images, masks, splits, labels, meta.json).

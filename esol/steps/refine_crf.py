@@ -6,15 +6,17 @@ import logging
 import multiprocessing as mp
 from pathlib import Path
 
-from tqdm import tqdm
-
+from esol import checkpoint
 from esol.cams import load_cam
 from esol.config import Params, RefineCrfConfig
 from esol.crf import pseudo_label
 from esol.data.layout import Dataset
 from esol.io import atomic_dir, read_image, write_label_png
+from esol.progress import tqdm
 
 log = logging.getLogger("esol.refine_crf")
+
+OUTPUTS = ("out_dir",)
 
 
 def _refine_one(job: tuple[str, Path, Path, Path, RefineCrfConfig]) -> str:
@@ -42,7 +44,8 @@ def run(params: Params, *, data: Path, cams: Path, split: str, out_dir: Path, th
     done in ``OUT_DIR.partial`` (an interrupted run) are skipped.
     """
     dataset = Dataset(data)
-    with atomic_dir(out_dir) as partial:
+    cam_files = sorted((p.name, p.stat().st_size, p.stat().st_mtime_ns) for p in Path(cams).glob("*.npz"))
+    with atomic_dir(out_dir, checkpoint.fingerprint(params.refine_crf, split, cam_files)) as partial:
         todo = [i for i in dataset.ids(split) if not (partial / f"{i}.png").is_file()]
         jobs = refine_jobs(dataset, todo, Path(cams), partial, params.refine_crf)
         log.info("%s: %d images to refine with %d process(es)", split, len(todo), threads)

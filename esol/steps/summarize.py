@@ -12,6 +12,8 @@ from esol.io import atomic_path, read_json, write_json
 
 log = logging.getLogger("esol.summarize")
 
+OUTPUTS = ("ablation", "final_seeds", "final_pseudo_labels")
+
 VARIANTS = ("cam", "expansion", "shrinkage", "esol")
 FINAL_VARIANT = "esol"
 

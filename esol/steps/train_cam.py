@@ -7,6 +7,8 @@ from pathlib import Path
 from esol.classifier import train_stage
 from esol.config import Params
 
+OUTPUTS = ("out_model", "metrics", "live_dir", "checkpoint_dir")
+
 
 def run(params: Params, *, data: Path, out_model: Path, metrics: Path, live_dir: Path, checkpoint_dir: Path) -> dict:
     """Stage 0: train the backbone, W1 and the classifier with offsets held at zero (plain CAM).

@@ -7,6 +7,8 @@ from pathlib import Path
 from esol.classifier import train_stage
 from esol.config import Params
 
+OUTPUTS = ("out_model", "metrics", "live_dir", "checkpoint_dir")
+
 
 def run(
     params: Params,

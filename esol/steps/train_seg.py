@@ -9,7 +9,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from esol import checkpoint
+from esol import checkpoint, distributed
 from esol.config import Params
 from esol.data.layout import Dataset
 from esol.data.loaders import SegmentationTrainSet
@@ -19,6 +19,8 @@ from esol.segmentation import build_seg_model
 from esol.training import TrainSpec, train, trainable
 
 log = logging.getLogger("esol.train_seg")
+
+OUTPUTS = ("out_model", "metrics", "live_dir", "checkpoint_dir")
 
 
 def labels_digest(labels: Path) -> str:
@@ -37,9 +39,25 @@ def run(
     """Train the segmentation net on DATA's train_aug images with the pseudo labels in LABELS.
 
     Writes OUT_MODEL, METRICS (final epoch's loss), curves to LIVE_DIR and a resumable
-    checkpoint per epoch to CHECKPOINT_DIR.
+    checkpoint per epoch to CHECKPOINT_DIR. With several devices (``esol --gpus N``) one process
+    per device runs it (DistributedDataParallel, see esol.distributed); rank 0 writes the outputs.
     """
     cfg = params.train_seg
+    world, device_type = distributed.plan(params.runtime.device)
+    if world > 1:
+        distributed.check_batch("train_seg", cfg.batch_size, world)
+        return distributed.launch(
+            run,
+            params,
+            world=world,
+            device_type=device_type,
+            data=data,
+            labels=labels,
+            out_model=out_model,
+            metrics=metrics,
+            live_dir=live_dir,
+            checkpoint_dir=checkpoint_dir,
+        )
     seed = params.dataset.seed * 100 + 10
     runtime = make_runtime(params.runtime, seed)
     dataset = Dataset(data)
@@ -71,9 +89,9 @@ def run(
         ),
     )
 
-    def step(batch):
+    def step(batch, net):
         images, target = (runtime.to_device(t) for t in batch)
-        logits = model(images)["out"]
+        logits = net(images)["out"]
         loss = F.cross_entropy(logits.float(), target, ignore_index=IGNORE_LABEL)
         return loss, {}
 
@@ -87,8 +105,10 @@ def run(
         live_dir=live_dir,
         num_workers=params.runtime.num_workers,
     )
+    result = {k: round(v, 6) for k, v in summary.items()}
+    if not distributed.current().is_main:
+        return result
     model.cpu()
     checkpoint.save(out_model, {"model": model.state_dict(), "meta": {"arch": cfg.arch, "classes": dataset.classes}})
-    result = {k: round(v, 6) for k, v in summary.items()}
     write_json(metrics, result)
     return result

@@ -26,6 +26,8 @@ FINAL_METRICS = [
     "results/metrics/segmentation.json",
     "results/metrics/ablation.csv",
     "results/figures/samplers",
+    "results/figures/metrics.html",
+    "results/figures/samples",
 ]
 
 # Sections of params.yaml each step reads; passed as `params:` so a change reruns the step.
@@ -49,6 +51,11 @@ PARAMS = params_file()
 
 def sections(*names):
     return {name: EFFECTIVE[name] for name in names}
+
+
+def metrics_file(path):
+    """A metrics file, offered for download in the report's "1. Metrics" (see report.smk)."""
+    return report(path, caption="../report/metrics_file.rst", category="1. Metrics", subcategory="Files")
 
 
 def cam_split(variant):

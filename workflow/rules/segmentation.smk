@@ -34,7 +34,7 @@ rule eval_seg:
         data=DATA,
         model="results/models/seg.pt",
     output:
-        metrics="results/metrics/segmentation.json",
+        metrics=metrics_file("results/metrics/segmentation.json"),
         predictions=directory("results/predictions/val"),
     params:
         esol=ESOL,

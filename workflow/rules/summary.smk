@@ -4,9 +4,9 @@ rule summarize:
         pseudo_labels=expand("results/metrics/pseudo_labels/{variant}.json", variant=PSEUDO_LABEL_VARIANTS),
         segmentation="results/metrics/segmentation.json",
     output:
-        ablation="results/metrics/ablation.csv",
-        seeds="results/metrics/seeds.json",
-        pseudo_labels="results/metrics/pseudo_labels.json",
+        ablation=metrics_file("results/metrics/ablation.csv"),
+        seeds=metrics_file("results/metrics/seeds.json"),
+        pseudo_labels=metrics_file("results/metrics/pseudo_labels.json"),
     params:
         esol=ESOL,
         config=PARAMS,
@@ -28,7 +28,13 @@ rule plot_samplers:
         data=DATA,
         model=f"results/models/{FINAL_VARIANT}.pt",
     output:
-        figures=directory("results/figures/samplers"),
+        figures=report(
+            directory("results/figures/samplers"),
+            patterns=["{image}.png"],
+            caption="../report/samplers.rst",
+            category="4. Samplers",
+            labels={"image": "{image}"},
+        ),
     params:
         esol=ESOL,
         config=PARAMS,

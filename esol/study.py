@@ -1,0 +1,109 @@
+"""Seed study: the ablation on several dataset seeds, reported as mean and spread.
+
+    python -m esol.study --seeds 0 1 2 --cores 2
+
+Each seed runs in its own copy of the project under ``studies/seed-<n>/`` (Snakemake, with
+``dataset.seed`` set to the seed, everything else from params.yaml) up to the per-variant seed
+metrics; the rows are gathered into ``results/study/seeds.csv`` and the mean and standard
+deviation per variant into ``results/study/summary.csv``, with the three ESOL relations counted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import yaml
+
+from esol.io import atomic_path, read_json
+from esol.steps.summarize import VARIANTS
+
+PROJECT_FILES = ("Snakefile", "params.yaml", "workflow", "config")
+
+
+def run_seed(seed: int, root: Path, cores: int) -> pd.DataFrame:
+    """Run the variants' seed evaluation for one dataset seed; return one row per variant."""
+    root.mkdir(parents=True, exist_ok=True)
+    for name in PROJECT_FILES:
+        source = Path(name)
+        target = root / name
+        if source.is_dir():
+            shutil.copytree(source, target, dirs_exist_ok=True)
+        else:
+            shutil.copy2(source, target)
+    params = yaml.safe_load(Path("params.yaml").read_text())
+    params["dataset"]["seed"] = seed
+    (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    targets = [f"results/metrics/seeds/{variant}.json" for variant in VARIANTS]
+    subprocess.run([sys.executable, "-m", "snakemake", "--cores", str(cores), *targets], cwd=root, check=True)
+    rows = []
+    for variant in VARIANTS:
+        m = read_json(root / "results" / "metrics" / "seeds" / f"{variant}.json")
+        rows.append(
+            {
+                "seed": seed,
+                "variant": variant,
+                "miou": m["miou"],
+                "precision": m["precision"],
+                "recall": m["recall"],
+                "best_miou": m["best"]["miou"],
+                "best_precision": m["best"]["precision"],
+                "best_recall": m["best"]["recall"],
+                "best_threshold": m["best_threshold"],
+            }
+        )
+    return pd.DataFrame(rows)
+
+
+def relations(table: pd.DataFrame) -> pd.DataFrame:
+    """Per seed, the three claims at the configured threshold and at each variant's best."""
+    out = []
+    for seed, group in table.groupby("seed"):
+        v = group.set_index("variant")
+        for prefix in ("", "best_"):
+            out.append(
+                {
+                    "seed": seed,
+                    "threshold": "best per variant" if prefix else "configured",
+                    "esol_minus_cam_miou": round(v.loc["esol", f"{prefix}miou"] - v.loc["cam", f"{prefix}miou"], 3),
+                    "expansion_recall_above_cam": bool(
+                        v.loc["expansion", f"{prefix}recall"] > v.loc["cam", f"{prefix}recall"]
+                    ),
+                    "esol_precision_above_expansion": bool(
+                        v.loc["esol", f"{prefix}precision"] > v.loc["expansion", f"{prefix}precision"]
+                    ),
+                }
+            )
+    return pd.DataFrame(out)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--cores", type=int, default=2)
+    parser.add_argument("--workdir", type=Path, default=Path("studies"))
+    parser.add_argument("--out", type=Path, default=Path("results/study"))
+    args = parser.parse_args(argv)
+    table = pd.concat([run_seed(s, args.workdir / f"seed-{s}", args.cores) for s in args.seeds], ignore_index=True)
+    summary = table.drop(columns="seed").groupby("variant", sort=False).agg(["mean", "std"]).round(2)
+    checks = relations(table)
+    args.out.mkdir(parents=True, exist_ok=True)
+    for name, frame, index in (
+        ("seeds.csv", table, False),
+        ("summary.csv", summary, True),
+        ("relations.csv", checks, False),
+    ):
+        with atomic_path(args.out / name) as tmp:
+            frame.to_csv(tmp, index=index)
+    pd.set_option("display.width", 200)
+    print(summary.to_string())
+    print(checks.to_string(index=False))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
