@@ -17,6 +17,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 
 from esol import checkpoint, distributed
 from esol.config import ConfigError
+from esol.data.loaders import prefetch
 from esol.progress import tqdm
 from esol.runtime import Runtime
 
@@ -116,7 +117,9 @@ def run_epoch(
     """
     sums: dict[str, Any] = {}
     count = 0
-    bar = tqdm(loader, desc=desc, mininterval=5, leave=False, disable=not show)
+    # Without worker processes, a thread reads the next batch while the model computes.
+    batches = prefetch(loader) if getattr(loader, "num_workers", 1) == 0 else loader
+    bar = tqdm(batches, desc=desc, mininterval=5, leave=False, disable=not show, total=len(loader))
     shown = time.monotonic()
     for batch in bar:
         with runtime.autocast():
