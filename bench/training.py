@@ -6,21 +6,15 @@ collate, with ``runtime.num_workers`` workers) for a classifier stage's own step
 bare side is the same step, zero_grad, backward, optimizer and scheduler step on one batch
 already on the device. Target: loop >= 0.9 x bare.
 
-The two sides alternate iteration by iteration, so that other jobs on a shared machine slow both
-alike: the step function handed to run_epoch first runs (and times) one bare iteration, and the
-epoch's time minus those bare iterations is the loop's. (With loader workers, they prefetch
-during the bare iteration too, which flatters the loop; the default synthetic config has none.)
-
-The fixed cost of a ``train`` call beyond its epochs (dvclive, checkpoint) is measured once and
-printed apart.
+The sides alternate epoch by epoch (an epoch: ``--batches`` iterations). They are not interleaved
+more finely because the loop reads ahead (loader workers, or run_epoch's read-ahead thread): a
+bare iteration run inside the loop would hide the loading it overlaps.
 """
 
 from __future__ import annotations
 
-import statistics
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import torch
@@ -49,7 +43,7 @@ def main(argv: list[str] | None = None) -> int:
     from esol.data.loaders import ClassificationSet
     from esol.runtime import make_runtime
     from esol.stages import set_train_mode, set_trainable, stage_step
-    from esol.training import EpochPermutation, TrainSpec, make_loader, make_optimizer, run_epoch, train
+    from esol.training import EpochPermutation, TrainSpec, make_loader, make_optimizer, run_epoch
 
     overrides = {
         "runtime": {"device": args.device, "amp": args.amp, "channels_last": "on" if args.channels_last else "off"}
@@ -99,52 +93,28 @@ def main(argv: list[str] | None = None) -> int:
 
         fixed = tuple(runtime.to_device(t) for t in next(iter(loader)))
         cuda = runtime.device.type == "cuda"
-        clock = time.perf_counter
 
-        def bare_iteration() -> None:
-            with runtime.autocast():
-                loss, _scalars = step(fixed)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            scheduler.step()
+        def bare() -> None:
+            for _ in range(batches):
+                with runtime.autocast():
+                    loss, _scalars = step(fixed)
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                optimizer.step()
+                scheduler.step()
+            float(loss.detach())
             if cuda:
                 torch.cuda.synchronize()
 
-        bare_times: list[float] = []
-
-        def step_after_a_bare_one(batch, net=None):
-            """run_epoch's step, preceded by one timed bare iteration (subtracted from the loop's time)."""
-            start = clock()
-            bare_iteration()
-            bare_times.append(clock() - start)
-            return step(batch, net)
-
-        def epoch() -> tuple[float, float]:
-            """(bare, loop) seconds of one epoch of ``batches`` iterations each, alternating."""
-            bare_times.clear()
+        def loop() -> None:
+            run_epoch(loader, step, optimizer, scheduler, runtime, desc="bench")
             if cuda:
                 torch.cuda.synchronize()
-            start = clock()
-            run_epoch(loader, step_after_a_bare_one, optimizer, scheduler, runtime, desc="bench")
-            if cuda:
-                torch.cuda.synchronize()
-            total = clock() - start
-            return sum(bare_times), total - sum(bare_times)
 
-        if not args.quick:
-            epoch()  # warm-up
         if cuda:
             torch.cuda.reset_peak_memory_stats()
-        pairs = [epoch() for _ in range(common.reps(args))]
-        times = {"bare": [b for b, _ in pairs], "loop": [lo for _, lo in pairs]}
+        times = common.interleaved({"bare": bare, "loop": loop}, common.reps(args), warmup=not args.quick)
         peak = torch.cuda.max_memory_allocated() if cuda else None
-
-        epoch_overhead = None
-        if not args.quick:  # context: train() for one epoch of the same batches, minus the loop alone
-            start = time.perf_counter()
-            train(spec, model, train_set, step, runtime, tmp / "ckpt", tmp / "live", params.runtime.num_workers)
-            epoch_overhead = round(time.perf_counter() - start - statistics.median(times["loop"]), 3)
 
     ratio = common.ratios(times["bare"], times["loop"])
     images = batches * cfg.batch_size
@@ -156,7 +126,6 @@ def main(argv: list[str] | None = None) -> int:
         f"channels_last {runtime.channels_last}",
         "bare images/s": bare_ips,
         "loop images/s": loop_ips,
-        "fixed cost of a train() call beyond its epoch (dvclive, checkpoint), s": epoch_overhead,
     }
     if cuda:
         extra["gpu memory peak (MiB)"] = round(peak / 2**20, 1)
