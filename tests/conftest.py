@@ -1,24 +1,13 @@
 from __future__ import annotations
 
-import copy
 from pathlib import Path
 
 import pytest
 import yaml
 
-from esol.config import Params, params_from_dict
+from esol.config import Params, deep_merge, params_from_dict
 
 REPO = Path(__file__).resolve().parents[1]
-
-
-def deep_merge(base: dict, override: dict) -> dict:
-    merged = copy.deepcopy(base)
-    for key, value in override.items():
-        if isinstance(value, dict) and isinstance(merged.get(key), dict):
-            merged[key] = deep_merge(merged[key], value)
-        else:
-            merged[key] = value
-    return merged
 
 
 def smoke_params_dict() -> dict:

@@ -142,6 +142,7 @@ def experiment_project(smoke_project, tmp_path_factory):
     root = tmp_path_factory.mktemp("experiments") / "esol"
     shutil.copytree(source, root, symlinks=True)
     run(root, "git", "reset", "-q", "--hard")  # earlier tests may have left an experiment applied
+    run(root, "dvc", "exp", "remove", "-A")  # ... and experiments of their own: compare only ours
     if (root / "dvc.lock").is_file():
         run(root, "dvc", "checkout", "-f")  # the outputs of the committed dvc.lock
     else:
