@@ -8,7 +8,6 @@ repetitions of the per-repetition ratio. Absolute times are printed for context 
 from __future__ import annotations
 
 import argparse
-import copy
 import json
 import os
 import platform
@@ -29,18 +28,10 @@ NO_GPU = "not measured: no GPU in this session"
 # --- inputs -------------------------------------------------------------------------------
 
 
-def deep_merge(base: dict, override: dict) -> dict:
-    merged = copy.deepcopy(base)
-    for key, value in override.items():
-        if isinstance(value, dict) and isinstance(merged.get(key), dict):
-            merged[key] = deep_merge(merged[key], value)
-        else:
-            merged[key] = value
-    return merged
-
-
 def params_dict(quick: bool, overrides: dict | None = None) -> dict:
     """params.yaml (default config), or with config/smoke.yaml merged over it (quick); then OVERRIDES."""
+    from esol.config import deep_merge
+
     merged = yaml.safe_load((REPO / "params.yaml").read_text())
     if quick:
         merged = deep_merge(merged, yaml.safe_load((REPO / "config" / "smoke.yaml").read_text()))
@@ -49,7 +40,7 @@ def params_dict(quick: bool, overrides: dict | None = None) -> dict:
 
 def synthetic_dataset(root: Path, params: dict, images: int):
     """Generate the synthetic dataset of PARAMS with IMAGES images in train (and train_aug)."""
-    from esol.config import params_from_dict
+    from esol.config import deep_merge, params_from_dict
     from esol.data.layout import Dataset
     from esol.data.synthetic import generate
 
