@@ -110,7 +110,7 @@ def main(argv: list[str] | None = None) -> int:
     from tests.pipeline_project import make_project
 
     reps = common.reps(args)
-    tmp = Path(tempfile.mkdtemp(prefix="esol-orch-"))
+    tmp = None if args.keep else Path(tempfile.mkdtemp(prefix="esol-orch-"))
     root = args.keep or tmp / "esol"
     try:
         make_project(root)
@@ -172,7 +172,7 @@ def main(argv: list[str] | None = None) -> int:
         for name in expected:
             expected_counts[name.split("-")[0]] = expected_counts.get(name.split("-")[0], 0) + 1
     finally:
-        if not args.keep:
+        if tmp is not None:
             shutil.rmtree(tmp, ignore_errors=True)
 
     noop_s = {side: common.stats(values) for side, values in times.items()}
