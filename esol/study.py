@@ -19,8 +19,8 @@ from pathlib import Path
 import pandas as pd
 import yaml
 
-from esol.io import atomic_path, read_json
-from esol.steps.summarize import VARIANTS
+from esol.io import atomic_path
+from esol.steps.summarize import VARIANTS, ablation_table
 
 PROJECT_FILES = ("Snakefile", "params.yaml", "workflow", "config")
 
@@ -40,35 +40,27 @@ def run_seed(seed: int, root: Path, cores: int) -> pd.DataFrame:
     (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     targets = [f"results/metrics/seeds/{variant}.json" for variant in VARIANTS]
     subprocess.run([sys.executable, "-m", "snakemake", "--cores", str(cores), *targets], cwd=root, check=True)
-    rows = []
-    for variant in VARIANTS:
-        m = read_json(root / "results" / "metrics" / "seeds" / f"{variant}.json")
-        rows.append(
-            {
-                "seed": seed,
-                "variant": variant,
-                "miou": m["miou"],
-                "precision": m["precision"],
-                "recall": m["recall"],
-                "best_miou": m["best"]["miou"],
-                "best_precision": m["best"]["precision"],
-                "best_recall": m["best"]["recall"],
-                "best_threshold": m["best_threshold"],
-            }
-        )
-    return pd.DataFrame(rows)
+    seeds_dir = root / "results" / "metrics" / "seeds"
+    table = ablation_table([seeds_dir / f"{variant}.json" for variant in VARIANTS], [])
+    table = table.drop(columns=["pseudo_label_miou", "threshold"])
+    table = table.rename(columns=lambda column: column.replace("seed_", ""))
+    table.insert(0, "seed", seed)
+    return table
 
 
 def relations(table: pd.DataFrame) -> pd.DataFrame:
-    """Per seed, the three claims at the configured threshold and at each variant's best."""
+    """Per seed, the three claims at the configured threshold, at each variant's best threshold,
+    and at matched operating points of the precision-recall curves (expansion's recall where its
+    precision equals cam's best-threshold precision; esol's precision where its recall equals
+    expansion's best-threshold recall)."""
     out = []
     for seed, group in table.groupby("seed"):
         v = group.set_index("variant")
-        for prefix in ("", "best_"):
+        for view, prefix in (("configured", ""), ("best per variant", "best_")):
             out.append(
                 {
                     "seed": seed,
-                    "threshold": "best per variant" if prefix else "configured",
+                    "threshold": view,
                     "esol_minus_cam_miou": round(v.loc["esol", f"{prefix}miou"] - v.loc["cam", f"{prefix}miou"], 3),
                     "expansion_recall_above_cam": bool(
                         v.loc["expansion", f"{prefix}recall"] > v.loc["cam", f"{prefix}recall"]
@@ -78,6 +70,19 @@ def relations(table: pd.DataFrame) -> pd.DataFrame:
                     ),
                 }
             )
+        out.append(
+            {
+                "seed": seed,
+                "threshold": "matched operating point",
+                "esol_minus_cam_miou": float("nan"),
+                "expansion_recall_above_cam": bool(
+                    v.loc["expansion", "recall_at_cam_precision"] > v.loc["cam", "best_recall"]
+                ),
+                "esol_precision_above_expansion": bool(
+                    v.loc["esol", "precision_at_expansion_recall"] > v.loc["expansion", "best_precision"]
+                ),
+            }
+        )
     return pd.DataFrame(out)
 
 

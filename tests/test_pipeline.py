@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+import sys
 
 import pytest
 
@@ -35,6 +36,7 @@ def test_snakemake_writes_the_metrics_contract(project):
     assert seeds["variant"] == "esol"
     table = (project / "results" / "metrics" / "ablation.csv").read_text().splitlines()
     assert table[0].startswith("variant,seed_miou")
+    assert "recall_at_cam_precision,precision_at_expansion_recall" in table[0]
     assert [row.split(",")[0] for row in table[1:]] == ["cam", "expansion", "shrinkage", "esol"]
     assert len(list((project / "results/figures/samplers").glob("*.png"))) == 4
     for log in ("train_cam", "make_cam_esol", "refine_crf_esol", "train_seg"):
@@ -53,6 +55,18 @@ def test_variants_write_different_cams(project):
     a = (project / "results/cams/cam").glob("*.npz")
     name = sorted(a)[0].name
     assert (project / "results/cams/cam" / name).read_bytes() != (project / "results/cams/esol" / name).read_bytes()
+
+
+def test_crf_sweep_scores_each_variant_at_each_threshold_pair(project, tmp_path):
+    out = tmp_path / "crf_sweep.csv"
+    args = ("--root", str(project), "--limit", "4", "--fg", "0.2", "0.3", "--gap", "0.1", "--processes", "1")
+    run(project, sys.executable, "-m", "esol.crf_sweep", *args, "--out", str(out))
+    rows = out.read_text().splitlines()
+    assert rows[0] == "variant,fg_threshold,bg_threshold,miou,precision,recall"
+    assert sorted(row.split(",")[0] for row in rows[1:]) == ["cam", "cam", "esol", "esol"]
+    assert all(0 < float(row.split(",")[3]) <= 100 for row in rows[1:])
+    missing = run(project, sys.executable, "-m", "esol.crf_sweep", *args, "--variants", "nope", check=False)
+    assert missing.returncode == 2 and "no CAMs for nope" in missing.stderr
 
 
 def test_second_snakemake_run_has_nothing_to_do(project):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from esol.config import Params
@@ -18,13 +19,35 @@ VARIANTS = ("cam", "expansion", "shrinkage", "esol")
 FINAL_VARIANT = "esol"
 
 
+def value_at(curve: list[dict], along: str, at: float, value: str) -> float:
+    """Read VALUE off a threshold sweep where ALONG equals AT, interpolating linearly between the
+    sweep's points (e.g. precision at a given recall); clamped to the sweep's ends."""
+    points = sorted((point[along], point[value]) for point in curve)
+    xs, ys = zip(*points, strict=True)
+    return round(float(np.interp(at, xs, ys)), 3)
+
+
 def ablation_table(seed_files: list[Path], pseudo_files: list[Path]) -> pd.DataFrame:
-    """One row per variant: seed scores at the configured and the best threshold, pseudo-label mIoU."""
+    """One row per variant: seed scores at the configured and the best threshold, pseudo-label mIoU.
+
+    Two matched operating points compare the variants' precision-recall curves rather than single
+    thresholds (each variant's best threshold trades precision for recall differently): recall
+    where a variant's precision equals cam's at cam's best threshold, and precision where its
+    recall equals expansion's at expansion's best threshold.
+    """
     rows = []
     pseudo = {read_json(p)["variant"]: read_json(p) for p in pseudo_files}
+    all_seeds = {read_json(p)["variant"]: read_json(p) for p in seed_files}
+    reference_precision = all_seeds["cam"]["best"]["precision"] if "cam" in all_seeds else None
+    reference_recall = all_seeds["expansion"]["best"]["recall"] if "expansion" in all_seeds else None
     for path in seed_files:
         seeds = read_json(path)
         variant = seeds["variant"]
+        matched = {}
+        if reference_precision is not None:
+            matched["recall_at_cam_precision"] = value_at(seeds["curve"], "precision", reference_precision, "recall")
+        if reference_recall is not None:
+            matched["precision_at_expansion_recall"] = value_at(seeds["curve"], "recall", reference_recall, "precision")
         rows.append(
             {
                 "variant": variant,
@@ -36,6 +59,7 @@ def ablation_table(seed_files: list[Path], pseudo_files: list[Path]) -> pd.DataF
                 "best_seed_miou": seeds["best"]["miou"],
                 "best_seed_precision": seeds["best"]["precision"],
                 "best_seed_recall": seeds["best"]["recall"],
+                **matched,
                 "pseudo_label_miou": pseudo.get(variant, {}).get("miou"),
             }
         )

@@ -1,0 +1,106 @@
+"""The ablation's matched operating points and the seed study's three views of ESOL's claims."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pandas as pd
+import pytest
+
+from esol.steps.summarize import ablation_table, value_at
+from esol.study import relations
+
+
+def curve(points):
+    return [{"threshold": t, "precision": p, "recall": r, "miou": m} for t, p, r, m in points]
+
+
+def test_value_at_interpolates_between_sweep_points_and_clamps_at_the_ends():
+    c = curve([(0.1, 40.0, 80.0, 30.0), (0.3, 60.0, 60.0, 40.0), (0.5, 80.0, 40.0, 35.0)])
+    assert value_at(c, "recall", 70.0, "precision") == pytest.approx(50.0)
+    assert value_at(c, "precision", 70.0, "recall") == pytest.approx(50.0)
+    assert value_at(c, "recall", 90.0, "precision") == pytest.approx(40.0)  # beyond the sweep: its end
+
+
+def seeds_file(tmp_path, variant, best, points):
+    path = tmp_path / f"{variant}.json"
+    threshold, precision, recall, miou = best
+    data = {
+        "variant": variant,
+        "miou": miou,
+        "precision": precision,
+        "recall": recall,
+        "threshold": threshold,
+        "best_threshold": threshold,
+        "best": {"miou": miou, "precision": precision, "recall": recall},
+        "curve": curve(points),
+    }
+    path.write_text(json.dumps(data))
+    return path
+
+
+def test_ablation_reads_each_variant_at_the_reference_operating_points(tmp_path):
+    cam = seeds_file(tmp_path, "cam", (0.3, 60.0, 50.0, 40.0), [(0.1, 40.0, 70.0, 35.0), (0.3, 60.0, 50.0, 40.0)])
+    exp = seeds_file(tmp_path, "expansion", (0.3, 50.0, 60.0, 41.0), [(0.1, 40.0, 80.0, 36.0), (0.5, 60.0, 60.0, 41.0)])
+    table = ablation_table([cam, exp], []).set_index("variant")
+    # expansion at cam's best precision (60) has recall 60 > cam's 50: its curve dominates
+    assert table.loc["expansion", "recall_at_cam_precision"] == pytest.approx(60.0)
+    assert table.loc["cam", "recall_at_cam_precision"] == pytest.approx(50.0)
+    # cam at expansion's best recall (60): halfway between its two points
+    assert table.loc["cam", "precision_at_expansion_recall"] == pytest.approx(50.0)
+
+
+def study_rows(seed, esol_best_precision, esol_matched_precision):
+    base = {"miou": 40.0, "precision": 40.0, "recall": 70.0, "best_miou": 45.0, "best_recall": 55.0}
+    rows = [
+        {
+            **base,
+            "variant": "cam",
+            "best_precision": 55.0,
+            "recall_at_cam_precision": 55.0,
+            "precision_at_expansion_recall": 54.0,
+        },
+        {
+            **base,
+            "variant": "expansion",
+            "recall": 71.0,
+            "best_precision": 58.0,
+            "best_recall": 57.0,
+            "recall_at_cam_precision": 58.0,
+            "precision_at_expansion_recall": 58.0,
+        },
+        {
+            **base,
+            "variant": "shrinkage",
+            "best_precision": 56.0,
+            "recall_at_cam_precision": 60.0,
+            "precision_at_expansion_recall": 60.0,
+        },
+        {
+            **base,
+            "variant": "esol",
+            "miou": 46.0,
+            "precision": 45.0,
+            "best_miou": 49.0,
+            "best_precision": esol_best_precision,
+            "best_recall": 60.0,
+            "recall_at_cam_precision": 62.0,
+            "precision_at_expansion_recall": esol_matched_precision,
+        },
+    ]
+    return pd.DataFrame([{"seed": seed, **row} for row in rows])
+
+
+def test_relations_judge_each_view_on_its_own_numbers():
+    table = pd.concat([study_rows(0, 61.0, 62.0), study_rows(1, 57.0, 59.0)], ignore_index=True)
+    checks = relations(table).set_index(["seed", "threshold"])
+    assert checks.loc[(0, "configured"), "esol_minus_cam_miou"] == pytest.approx(6.0)
+    assert checks.loc[(0, "best per variant"), "esol_minus_cam_miou"] == pytest.approx(4.0)
+    assert math.isnan(checks.loc[(0, "matched operating point"), "esol_minus_cam_miou"])
+    # seed 1: esol's best-threshold precision (57) is below expansion's (58), but at expansion's
+    # recall its curve is above (59): the two views disagree and both are reported
+    assert not checks.loc[(1, "best per variant"), "esol_precision_above_expansion"]
+    assert checks.loc[(1, "matched operating point"), "esol_precision_above_expansion"]
+    assert checks.loc[(0, "configured"), "expansion_recall_above_cam"]
+    assert checks.loc[(1, "matched operating point"), "expansion_recall_above_cam"]
