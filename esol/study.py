@@ -1,6 +1,7 @@
 """Seed study: the ablation on several dataset seeds, reported as mean and spread.
 
     python -m esol.study --seeds 0 1 2 --cores 2
+    python -m esol.study --seeds 0 1 --set synthetic.body_tint=0.3 --workdir studies-tint --out results/study-tint
 
 Each seed runs in its own copy of the project under ``studies/seed-<n>/`` (Snakemake, with
 ``dataset.seed`` set to the seed, everything else from params.yaml) up to the per-variant seed
@@ -25,7 +26,18 @@ from esol.steps.summarize import VARIANTS, ablation_table
 PROJECT_FILES = ("Snakefile", "params.yaml", "workflow", "config")
 
 
-def run_seed(seed: int, root: Path, cores: int) -> pd.DataFrame:
+def apply_overrides(params: dict, overrides: list[str]) -> dict:
+    """Set ``section.key=value`` overrides (values parsed as YAML) on a params dict."""
+    for item in overrides:
+        key, sep, value = item.partition("=")
+        section, dot, name = key.partition(".")
+        if not sep or not dot or section not in params or name not in params[section]:
+            raise SystemExit(f"error: --set {item!r}: expected SECTION.KEY=VALUE with a key of params.yaml")
+        params[section][name] = yaml.safe_load(value)
+    return params
+
+
+def run_seed(seed: int, root: Path, cores: int, overrides: list[str] = ()) -> pd.DataFrame:
     """Run the variants' seed evaluation for one dataset seed; return one row per variant."""
     root.mkdir(parents=True, exist_ok=True)
     for name in PROJECT_FILES:
@@ -35,7 +47,7 @@ def run_seed(seed: int, root: Path, cores: int) -> pd.DataFrame:
             shutil.copytree(source, target, dirs_exist_ok=True)
         else:
             shutil.copy2(source, target)
-    params = yaml.safe_load(Path("params.yaml").read_text())
+    params = apply_overrides(yaml.safe_load(Path("params.yaml").read_text()), list(overrides))
     params["dataset"]["seed"] = seed
     (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     targets = [f"results/metrics/seeds/{variant}.json" for variant in VARIANTS]
@@ -92,8 +104,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--cores", type=int, default=2)
     parser.add_argument("--workdir", type=Path, default=Path("studies"))
     parser.add_argument("--out", type=Path, default=Path("results/study"))
+    parser.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="SECTION.KEY=VALUE",
+        help="change a setting of params.yaml for the study (repeatable); use its own --workdir and --out",
+    )
     args = parser.parse_args(argv)
-    table = pd.concat([run_seed(s, args.workdir / f"seed-{s}", args.cores) for s in args.seeds], ignore_index=True)
+    runs = [run_seed(s, args.workdir / f"seed-{s}", args.cores, args.overrides) for s in args.seeds]
+    table = pd.concat(runs, ignore_index=True)
     summary = table.drop(columns="seed").groupby("variant", sort=False).agg(["mean", "std"]).round(2)
     checks = relations(table)
     args.out.mkdir(parents=True, exist_ok=True)

@@ -104,3 +104,13 @@ def test_relations_judge_each_view_on_its_own_numbers():
     assert checks.loc[(1, "matched operating point"), "esol_precision_above_expansion"]
     assert checks.loc[(0, "configured"), "expansion_recall_above_cam"]
     assert checks.loc[(1, "matched operating point"), "expansion_recall_above_cam"]
+
+
+def test_study_overrides_set_existing_keys_and_name_a_wrong_one():
+    from esol.study import apply_overrides
+
+    params = {"synthetic": {"body_tint": 0.0}, "train_shrinkage": {"epochs": 1}}
+    apply_overrides(params, ["synthetic.body_tint=0.3", "train_shrinkage.epochs=2"])
+    assert params == {"synthetic": {"body_tint": 0.3}, "train_shrinkage": {"epochs": 2}}
+    with pytest.raises(SystemExit, match=r"synthetic\.body_tnt"):
+        apply_overrides(params, ["synthetic.body_tnt=0.3"])
