@@ -89,6 +89,7 @@ def train_stage(
     set_trainable(model, stage)
     if stage == "train_expansion":
         model.grl_scale = cfg.grl_scale
+        model.clip_quantile = cfg.clip_quantile
     freeze_bn = params.model.pretrained or bool(params.model.weights_file)
     spec = TrainSpec(
         name=stage,

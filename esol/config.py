@@ -88,6 +88,7 @@ class TrainExpansionConfig:
     grl_scale: float
     momentum: float
     weight_decay: float
+    clip_quantile: float | None  # clip quantile while training stage 1 (None: model.clip_quantile)
 
 
 @dataclass(frozen=True)

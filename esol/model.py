@@ -176,6 +176,7 @@ class ESOLNet(nn.Module):
             nn.init.zeros_(offset_conv.bias)
         self.classifier = nn.Conv2d(channels, num_classes, 1, bias=False)
         self.grl_scale: float | None = None  # set: a gradient-reversal layer behind off1 (stage 1)
+        self.clip_quantile: float | None = None  # set: overrides cfg.clip_quantile (stage 1 training)
         self.use_offsets = True  # False: offsets held at zero (stage 0), plain convolutions
 
     def init_w2(self) -> None:
@@ -207,7 +208,8 @@ class ESOLNet(nn.Module):
         else:
             o1 = zeros
         f1 = F.relu(self._deform(feats, o1, self.w1))
-        f1c = clip_features(f1, self.cfg.clip_mode, self.cfg.clip_quantile, self.cfg.clip_value)
+        quantile = self.cfg.clip_quantile if self.clip_quantile is None else self.clip_quantile
+        f1c = clip_features(f1, self.cfg.clip_mode, quantile, self.cfg.clip_value)
         if expansion_detached:
             f1c = f1c.detach()
         o2 = self.bound(self.off2(f1c)) if self.use_offsets else zeros

@@ -23,6 +23,7 @@ def set_trainable(model: ESOLNet, stage: str) -> None:
     for p in model.parameters():
         p.requires_grad_(False)
     model.grl_scale = None
+    model.clip_quantile = None
     model.use_offsets = stage != "train_cam"
     if stage == "train_cam":
         frozen = {id(p) for m in getattr(model.backbone, "frozen_prefix", ()) for p in m.parameters()}

@@ -175,3 +175,17 @@ def test_area_loss_gradient_shrinks_the_map():
     grads = cams.grad.flatten()
     others = torch.cat([grads[:peak], grads[peak + 1 :]])
     assert (others > 0).all()  # gradient descent lowers every non-peak activation
+
+
+def test_stage1_clip_quantile_overrides_the_models_clip_only_until_the_next_stage(model):
+    images, _ = batch()
+    model.eval()
+    with torch.no_grad():
+        default = model(images).f1c
+        model.clip_quantile = 0.5
+        harder = model(images).f1c
+    assert (harder <= default + 1e-6).all() and (harder < default - 1e-6).any()
+    set_trainable(model, "train_shrinkage")
+    assert model.clip_quantile is None
+    with torch.no_grad():
+        assert torch.equal(model(images).f1c, default)
