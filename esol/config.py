@@ -89,6 +89,7 @@ class TrainExpansionConfig:
     momentum: float
     weight_decay: float
     clip_quantile: float | None  # clip quantile while training stage 1 (None: model.clip_quantile)
+    offset_penalty: float  # weight of mean |o1|^2 (cells^2), minimised by off1 beside the reversed L_cls
 
 
 @dataclass(frozen=True)

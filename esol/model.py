@@ -201,13 +201,12 @@ class ESOLNet(nn.Module):
         b, _, h, w = feats.shape
         zeros = feats.new_zeros(b, OFFSET_CHANNELS, h, w)
         if self.use_offsets:
-            raw1 = self.off1(feats)
-            if self.grl_scale is not None:
-                raw1 = reverse_gradient(raw1, self.grl_scale)
-            o1 = self.bound(raw1)
+            o1 = self.bound(self.off1(feats))
         else:
             o1 = zeros
-        f1 = F.relu(self._deform(feats, o1, self.w1))
+        # Reversed only on the way into DCN1: o1 itself (returned, e.g. for an offset penalty) is not.
+        sampled = reverse_gradient(o1, self.grl_scale) if self.grl_scale is not None and self.use_offsets else o1
+        f1 = F.relu(self._deform(feats, sampled, self.w1))
         quantile = self.cfg.clip_quantile if self.clip_quantile is None else self.clip_quantile
         f1c = clip_features(f1, self.cfg.clip_mode, quantile, self.cfg.clip_value)
         if expansion_detached:

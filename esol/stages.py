@@ -118,6 +118,11 @@ def stage_step(
     scalars = {"cls_loss": loss.detach()}
     if stage == "train_expansion":
         scalars["offset1"] = mean_offset_tensor(out.offset1)
+        if cfg.offset_penalty:
+            # o1 is not behind the reversal, so this term pulls the sampler back towards zero.
+            penalty = out.offset1.float().pow(2).mean()
+            loss = loss + cfg.offset_penalty * penalty
+            scalars["offset_penalty"] = penalty.detach()
     if stage == "train_shrinkage":
         expanded = (
             normalized_cams(F.relu(model.classifier(out.f1c))).detach()

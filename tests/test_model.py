@@ -189,3 +189,31 @@ def test_stage1_clip_quantile_overrides_the_models_clip_only_until_the_next_stag
     assert model.clip_quantile is None
     with torch.no_grad():
         assert torch.equal(model(images).f1c, default)
+
+
+def test_offset_penalty_pulls_the_expansion_sampler_back_while_the_loss_pushes_it_out(model, smoke_params):
+    """The penalty sits outside the reversal: its gradient on off1 shrinks |o1|, the reversed L_cls's does not."""
+    from dataclasses import replace
+
+    images, labels = batch()
+    with torch.no_grad():
+        model.off1.bias.fill_(0.3)
+    set_trainable(model, "train_expansion")
+    model.grl_scale = 1.0
+    model.train()
+
+    def off1_bias_grad(penalty):
+        model.zero_grad(set_to_none=True)
+        cfg = replace(smoke_params.train_expansion, offset_penalty=penalty)
+        loss, scalars = stage_step(model, "train_expansion", (images, labels), lambda t: t, cfg)
+        loss.backward()
+        return model.off1.bias.grad.clone(), scalars
+
+    plain, plain_scalars = off1_bias_grad(0.0)
+    penalised, scalars = off1_bias_grad(10.0)
+    assert "offset_penalty" not in plain_scalars and scalars["offset_penalty"] > 0
+    # The penalty's own gradient: every bias is +0.3, so descending it lowers every offset.
+    penalty_grad = penalised - plain
+    assert (penalty_grad > 0).all()
+    o1 = model(images).offset1
+    torch.testing.assert_close(scalars["offset_penalty"], o1.pow(2).mean().detach())
