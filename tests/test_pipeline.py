@@ -34,6 +34,11 @@ def test_snakemake_writes_the_metrics_contract(project):
     assert {"threshold", "best_threshold", "curve"} <= set(seeds)
     assert len(seeds["curve"]) >= 10
     assert seeds["variant"] == "esol"
+    at_best = seeds["errors"]["best"]
+    assert at_best["threshold"] == seeds["best_threshold"]
+    assert {"part_recall", "body_recall", "context_fp_rate", "background_fp_rate"} <= set(at_best)
+    shares = sum(at_best["fp_share_by_distance"].values())
+    assert shares == pytest.approx(100, abs=0.1) or shares == 0  # 0: no false positive at all
     table = (project / "results" / "metrics" / "ablation.csv").read_text().splitlines()
     assert table[0].startswith("variant,seed_miou")
     assert "recall_at_cam_precision,precision_at_expansion_recall" in table[0]

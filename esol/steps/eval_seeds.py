@@ -13,6 +13,7 @@ from esol.data.layout import Dataset
 from esol.io import read_label_png, write_json, write_text
 from esol.metrics import confusion, scores
 from esol.progress import tqdm
+from esol.seed_errors import SeedErrors
 
 log = logging.getLogger("esol.eval_seeds")
 
@@ -28,7 +29,8 @@ def run(params: Params, *, data: Path, cams: Path, variant: str, metrics: Path, 
     """Score the CAMs in CAMS on the ``train`` split of DATA; write METRICS (JSON) and CURVE (CSV).
 
     The background score is swept over ``eval_seeds.sweep_*``; METRICS holds the scores at
-    ``eval_seeds.threshold``, the best threshold and the whole curve.
+    ``eval_seeds.threshold``, the best threshold and the whole curve, and at both thresholds
+    where the errors lie (:mod:`esol.seed_errors`).
     """
     cfg = params.eval_seeds
     dataset = Dataset(data)
@@ -37,6 +39,7 @@ def run(params: Params, *, data: Path, cams: Path, variant: str, metrics: Path, 
     confs = np.zeros((len(sweep), k, k), dtype=np.int64)
     region_dir = dataset.root / "Regions"  # synthetic data only: where the failure modes live
     region_sums, region_counts = np.zeros(4), np.zeros(4)
+    errors = SeedErrors(sweep)
     for image_id in tqdm(dataset.ids("train"), desc=f"seeds {variant}", mininterval=5):
         keys, cam = load_cam(cams / f"{image_id}.npz")
         gt = dataset.mask(image_id)
@@ -46,11 +49,12 @@ def run(params: Params, *, data: Path, cams: Path, variant: str, metrics: Path, 
             best, peak = keys[cam.argmax(axis=0)], cam.max(axis=0)
         else:
             best, peak = np.zeros_like(gt), np.zeros(gt.shape, np.float32)
+        regions = None
         if region_dir.is_dir():
             regions = read_label_png(region_dir / f"{image_id}.png")
-            activation = peak if len(keys) else np.zeros(gt.shape, np.float32)
-            region_sums += np.bincount(regions.ravel(), weights=activation.ravel(), minlength=4)[:4]
+            region_sums += np.bincount(regions.ravel(), weights=peak.ravel(), minlength=4)[:4]
             region_counts += np.bincount(regions.ravel(), minlength=4)[:4]
+        errors.add(gt, best, peak, regions)
         for i, t in enumerate(sweep):
             confs[i] += confusion(gt, np.where(peak > t, best, 0), k)
     curve_rows = [
@@ -67,6 +71,7 @@ def run(params: Params, *, data: Path, cams: Path, variant: str, metrics: Path, 
         "best_threshold": best_row["threshold"],
         "best": {m: best_scores[m] for m in ("miou", "precision", "recall")},
         "curve": curve_rows,
+        "errors": {"threshold": errors.at(cfg.threshold), "best": errors.at(best_row["threshold"])},
     }
     if region_counts.sum():
         names = ("background", "context_background", "object_body", "object_part")

@@ -10,6 +10,7 @@ import pandas as pd
 
 from esol.config import Params
 from esol.io import atomic_path, read_json, write_json
+from esol.seed_errors import fp_share_within
 
 log = logging.getLogger("esol.summarize")
 
@@ -25,6 +26,18 @@ def value_at(curve: list[dict], along: str, at: float, value: str) -> float:
     points = sorted((point[along], point[value]) for point in curve)
     xs, ys = zip(*points, strict=True)
     return round(float(np.interp(at, xs, ys)), 3)
+
+
+def error_columns(seeds: dict) -> dict:
+    """Where the errors lie at the best threshold (:mod:`esol.seed_errors`): recall on the class
+    part and the shared body, false-positive rate on the class context (synthetic data only), and
+    the share of false positives within 8 px of an object."""
+    best = seeds.get("errors", {}).get("best")
+    if best is None:
+        return {}
+    columns = {f"best_{key}": best.get(key) for key in ("part_recall", "body_recall", "context_fp_rate")}
+    columns["best_fp_share_within_8px"] = fp_share_within(best["fp_share_by_distance"], 8)
+    return columns
 
 
 def ablation_table(seed_files: list[Path], pseudo_files: list[Path]) -> pd.DataFrame:
@@ -60,6 +73,7 @@ def ablation_table(seed_files: list[Path], pseudo_files: list[Path]) -> pd.DataF
                 "best_seed_precision": seeds["best"]["precision"],
                 "best_seed_recall": seeds["best"]["recall"],
                 **matched,
+                **error_columns(seeds),
                 "pseudo_label_miou": pseudo.get(variant, {}).get("miou"),
             }
         )
