@@ -2,6 +2,7 @@
 
     python -m esol.study --seeds 0 1 2 --cores 2
     python -m esol.study --seeds 0 1 --set synthetic.body_tint=0.3 --workdir studies-tint --out results/study-tint
+    python -m esol.study --seeds 0 1 2 --collect-only      # re-gather finished runs (e.g. after re-scoring)
 
 Each seed runs in its own copy of the project under ``studies/seed-<n>/`` (Snakemake, with
 ``dataset.seed`` set to the seed, everything else from params.yaml) up to the per-variant seed
@@ -52,7 +53,15 @@ def run_seed(seed: int, root: Path, cores: int, overrides: list[str] = ()) -> pd
     (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     targets = [f"results/metrics/seeds/{variant}.json" for variant in VARIANTS]
     subprocess.run([sys.executable, "-m", "snakemake", "--cores", str(cores), *targets], cwd=root, check=True)
+    return collect_seed(seed, root)
+
+
+def collect_seed(seed: int, root: Path) -> pd.DataFrame:
+    """The rows of one seed's finished run in ``root``: one per variant."""
     seeds_dir = root / "results" / "metrics" / "seeds"
+    missing = [v for v in VARIANTS if not (seeds_dir / f"{v}.json").is_file()]
+    if missing:
+        raise SystemExit(f"error: {seeds_dir}: no seed metrics for {', '.join(missing)} (run the study first)")
     table = ablation_table([seeds_dir / f"{variant}.json" for variant in VARIANTS], [])
     table = table.drop(columns=["pseudo_label_miou", "threshold"])
     table = table.rename(columns=lambda column: column.replace("seed_", ""))
@@ -112,8 +121,16 @@ def main(argv: list[str] | None = None) -> int:
         metavar="SECTION.KEY=VALUE",
         help="change a setting of params.yaml for the study (repeatable); use its own --workdir and --out",
     )
+    parser.add_argument(
+        "--collect-only",
+        action="store_true",
+        help="gather the seeds' finished runs from --workdir without running Snakemake",
+    )
     args = parser.parse_args(argv)
-    runs = [run_seed(s, args.workdir / f"seed-{s}", args.cores, args.overrides) for s in args.seeds]
+    if args.collect_only:
+        runs = [collect_seed(s, args.workdir / f"seed-{s}") for s in args.seeds]
+    else:
+        runs = [run_seed(s, args.workdir / f"seed-{s}", args.cores, args.overrides) for s in args.seeds]
     table = pd.concat(runs, ignore_index=True)
     summary = table.drop(columns="seed").groupby("variant", sort=False).agg(["mean", "std"]).round(2)
     checks = relations(table)

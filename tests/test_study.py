@@ -114,3 +114,26 @@ def test_study_overrides_set_existing_keys_and_name_a_wrong_one():
     assert params == {"synthetic": {"body_tint": 0.3}, "train_shrinkage": {"epochs": 2}}
     with pytest.raises(SystemExit, match=r"synthetic\.body_tnt"):
         apply_overrides(params, ["synthetic.body_tnt=0.3"])
+
+
+def test_collect_only_gathers_finished_runs_without_snakemake(tmp_path, monkeypatch):
+    from esol import study
+
+    def no_snakemake(*args, **kwargs):
+        raise AssertionError("--collect-only must not run Snakemake")
+
+    monkeypatch.setattr(study.subprocess, "run", no_snakemake)
+    seeds_dir = tmp_path / "work" / "seed-3" / "results" / "metrics" / "seeds"
+    seeds_dir.mkdir(parents=True)
+    points = [(0.1, 40.0, 70.0, 35.0), (0.3, 60.0, 50.0, 40.0)]
+    for variant in ("cam", "expansion", "shrinkage"):
+        seeds_file(seeds_dir, variant, (0.3, 60.0, 50.0, 40.0), points)
+    args = ["--seeds", "3", "--collect-only", "--workdir", str(tmp_path / "work"), "--out", str(tmp_path / "out")]
+    with pytest.raises(SystemExit, match="no seed metrics for esol"):
+        study.main(args)
+    assert not (tmp_path / "out").exists()
+    seeds_file(seeds_dir, "esol", (0.4, 70.0, 55.0, 46.0), points)
+    assert study.main(args) == 0
+    rows = pd.read_csv(tmp_path / "out" / "seeds.csv")
+    assert rows["seed"].tolist() == [3, 3, 3, 3]
+    assert rows.set_index("variant").loc["esol", "best_miou"] == 46.0
