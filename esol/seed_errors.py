@@ -21,7 +21,7 @@ from scipy import ndimage
 from esol.io import IGNORE_LABEL
 
 DISTANCE_BANDS = (0, 4, 8, 16, 32)  # band edges in pixels; the last band is open-ended
-REGION_NAMES = ("background", "context_background", "object_body", "object_part")
+REGION_NAMES = ("background", "context_background", "object_body", "object_part")  # ids 0-3 of esol.data.synthetic
 OBJECT_REGIONS = {"object_part": "part_recall", "object_body": "body_recall"}
 BACKGROUND_REGIONS = {"context_background": "context_fp_rate", "background": "background_fp_rate"}
 
@@ -35,8 +35,9 @@ def fp_share_within(shares: dict[str, float], pixels: int) -> float:
     object (``pixels`` one of the band edges)."""
     if pixels not in DISTANCE_BANDS[1:]:
         raise ValueError(f"{pixels} px is not a band edge of {DISTANCE_BANDS}")
-    edges = list(pairwise(DISTANCE_BANDS))
-    return round(sum(shares[name] for name, (_, high) in zip(band_names(), edges, strict=False) if high <= pixels), 2)
+    # zip stops before the open-ended last band, which is never within any edge.
+    uppers = zip(band_names(), DISTANCE_BANDS[1:], strict=False)
+    return round(sum(shares[name] for name, high in uppers if high <= pixels), 2)
 
 
 class SeedErrors:

@@ -13,7 +13,7 @@ from esol.data.layout import Dataset
 from esol.io import read_label_png, write_json, write_text
 from esol.metrics import confusion, scores
 from esol.progress import tqdm
-from esol.seed_errors import SeedErrors
+from esol.seed_errors import REGION_NAMES, SeedErrors
 
 log = logging.getLogger("esol.eval_seeds")
 
@@ -74,9 +74,8 @@ def run(params: Params, *, data: Path, cams: Path, variant: str, metrics: Path, 
         "errors": {"threshold": errors.at(cfg.threshold), "best": errors.at(best_row["threshold"])},
     }
     if region_counts.sum():
-        names = ("background", "context_background", "object_body", "object_part")
         result["mean_cam_by_region"] = {
-            name: round(float(region_sums[i] / max(region_counts[i], 1)), 4) for i, name in enumerate(names)
+            name: round(float(region_sums[i] / max(region_counts[i], 1)), 4) for i, name in enumerate(REGION_NAMES)
         }
     write_json(metrics, result)
     header = "threshold,miou,precision,recall\n"
