@@ -1,7 +1,10 @@
 """Where a seed map's errors lie, over the whole threshold sweep.
 
-Two breakdowns, accumulated image by image and read at any threshold of the sweep:
+Three breakdowns, accumulated image by image and read at any threshold of the sweep:
 
+* of the object pixels (any dataset): the share above the threshold with the right class (the
+  recall), with a wrong class, and below it. A wrong class is a miss that no amount of coverage
+  mends: where it dominates, a map cannot gain recall by spreading further;
 * by distance to the nearest object (any dataset): the false-positive rate of ground-truth
   background pixels in distance bands (pixels, Euclidean; the 255 border band counts as
   object), and each band's share of all false positives. Errors within a feature stride of an
@@ -58,6 +61,10 @@ class SeedErrors:
     def add(self, gt: np.ndarray, best: np.ndarray, peak: np.ndarray, regions: np.ndarray | None = None) -> None:
         """One image: ground truth, the top class per pixel, its score (thresholded later), and
         the synthetic region map when there is one."""
+        valid = gt != IGNORE_LABEL
+        objects = valid & (gt > 0)
+        self._add("object:wrong_class", peak[objects & (best != gt)], int(objects.sum()))
+        self._add("object:any_class", peak[objects], int(objects.sum()))
         background = gt == 0
         if background.all():  # no object: every pixel is in the open-ended band
             distance = np.full(gt.shape, np.inf)
@@ -68,7 +75,6 @@ class SeedErrors:
             self._add(f"band:{name}", peak[band], int(band.sum()))
         if regions is None:
             return
-        valid = gt != IGNORE_LABEL
         for index, name in enumerate(REGION_NAMES):
             region = (regions == index) & valid
             if name in OBJECT_REGIONS:
@@ -93,6 +99,9 @@ class SeedErrors:
                 b: round(100.0 * float(self.above[f"band:{b}"][i]) / max(false_positives, 1.0), 2) for b in bands
             },
         }
+        has_objects = self.total["object:any_class"] > 0
+        out["wrong_class_rate"] = rate("object:wrong_class")  # object pixels above t, wrong class
+        out["missed_rate"] = round(100.0 - rate("object:any_class"), 2) if has_objects else 0.0  # below t
         for region, key in {**OBJECT_REGIONS, **BACKGROUND_REGIONS}.items():
             if region in self.above:
                 out[key] = rate(region)

@@ -7,7 +7,9 @@
 Each seed runs in its own copy of the project under ``studies/seed-<n>/`` (Snakemake, with
 ``dataset.seed`` set to the seed, everything else from params.yaml) up to the per-variant seed
 metrics; the rows are gathered into ``results/study/seeds.csv`` and the mean and standard
-deviation per variant into ``results/study/summary.csv``, with the three ESOL relations counted.
+deviation per variant into ``results/study/summary.csv``, with the three ESOL relations counted
+per seed (``relations.csv``) and, with every variant read at the same threshold, for each
+threshold of the sweep (``relations_by_threshold.csv``).
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from pathlib import Path
 import pandas as pd
 import yaml
 
-from esol.io import atomic_path
+from esol.io import atomic_path, read_json
 from esol.steps.summarize import VARIANTS, ablation_table
 
 PROJECT_FILES = ("Snakefile", "params.yaml", "workflow", "config")
@@ -67,6 +69,47 @@ def collect_seed(seed: int, root: Path) -> pd.DataFrame:
     table = table.rename(columns=lambda column: column.replace("seed_", ""))
     table.insert(0, "seed", seed)
     return table
+
+
+def collect_curves(seed: int, root: Path) -> pd.DataFrame:
+    """The threshold sweeps of one seed's finished run: one row per variant and threshold."""
+    seeds_dir = root / "results" / "metrics" / "seeds"
+    rows = [
+        {"seed": seed, "variant": variant, **point}
+        for variant in VARIANTS
+        for point in read_json(seeds_dir / f"{variant}.json")["curve"]
+    ]
+    return pd.DataFrame(rows)
+
+
+def relations_by_threshold(curves: pd.DataFrame, margin: float = 5.0) -> pd.DataFrame:
+    """The three claims with all variants read at one common threshold, for each threshold of
+    the sweep: mean and standard deviation over the seeds of esol - cam mIoU, expansion - cam
+    recall and esol - expansion precision, and on how many seeds each claim holds (esol at
+    least ``margin`` points above cam) and all three together."""
+    wide = curves.assign(threshold=curves["threshold"].round(6)).pivot_table(
+        index=["threshold", "seed"], columns="variant", values=["miou", "precision", "recall"]
+    )
+    diffs = pd.DataFrame(
+        {
+            "esol_minus_cam_miou": wide[("miou", "esol")] - wide[("miou", "cam")],
+            "expansion_minus_cam_recall": wide[("recall", "expansion")] - wide[("recall", "cam")],
+            "esol_minus_expansion_precision": wide[("precision", "esol")] - wide[("precision", "expansion")],
+        }
+    )
+    holds = pd.DataFrame(
+        {
+            "esol_cam_margin_seeds": diffs["esol_minus_cam_miou"] >= margin,
+            "expansion_recall_above_cam_seeds": diffs["expansion_minus_cam_recall"] > 0,
+            "esol_precision_above_expansion_seeds": diffs["esol_minus_expansion_precision"] > 0,
+        }
+    )
+    holds["all_three_seeds"] = holds.all(axis=1)
+    by_threshold = diffs.groupby(level="threshold")
+    spread = pd.concat([by_threshold.mean().add_suffix("_mean"), by_threshold.std().add_suffix("_std")], axis=1)
+    spread = spread[[f"{name}_{stat}" for name in diffs.columns for stat in ("mean", "std")]]
+    out = pd.concat([by_threshold.size().rename("seeds"), spread, holds.groupby(level="threshold").sum()], axis=1)
+    return out.round(2).reset_index()
 
 
 def relations(table: pd.DataFrame) -> pd.DataFrame:
@@ -132,6 +175,9 @@ def main(argv: list[str] | None = None) -> int:
     else:
         runs = [run_seed(s, args.workdir / f"seed-{s}", args.cores, args.overrides) for s in args.seeds]
     table = pd.concat(runs, ignore_index=True)
+    by_threshold = relations_by_threshold(
+        pd.concat([collect_curves(s, args.workdir / f"seed-{s}") for s in args.seeds], ignore_index=True)
+    )
     summary = table.drop(columns="seed").groupby("variant", sort=False).agg(["mean", "std"]).round(2)
     checks = relations(table)
     args.out.mkdir(parents=True, exist_ok=True)
@@ -139,12 +185,15 @@ def main(argv: list[str] | None = None) -> int:
         ("seeds.csv", table, False),
         ("summary.csv", summary, True),
         ("relations.csv", checks, False),
+        ("relations_by_threshold.csv", by_threshold, False),
     ):
         with atomic_path(args.out / name) as tmp:
             frame.to_csv(tmp, index=index)
     pd.set_option("display.width", 200)
     print(summary.to_string())
     print(checks.to_string(index=False))
+    every_seed = by_threshold.loc[by_threshold["all_three_seeds"] == len(args.seeds), "threshold"].tolist()
+    print(f"common thresholds where all three claims hold on every seed: {every_seed or 'none'}")
     return 0
 
 

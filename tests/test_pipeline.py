@@ -37,6 +37,10 @@ def test_snakemake_writes_the_metrics_contract(project):
     at_best = seeds["errors"]["best"]
     assert at_best["threshold"] == seeds["best_threshold"]
     assert {"part_recall", "body_recall", "context_fp_rate", "background_fp_rate"} <= set(at_best)
+    at_configured = seeds["errors"]["threshold"]
+    # every object pixel is found, given a wrong class, or missed
+    split = seeds["recall"] + at_configured["wrong_class_rate"] + at_configured["missed_rate"]
+    assert split == pytest.approx(100, abs=0.05)
     shares = sum(at_best["fp_share_by_distance"].values())
     assert shares == pytest.approx(100, abs=0.1) or shares == 0  # 0: no false positive at all
     table = (project / "results" / "metrics" / "ablation.csv").read_text().splitlines()

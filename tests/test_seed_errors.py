@@ -75,3 +75,27 @@ def test_share_within_sums_the_bands_up_to_an_edge():
     assert fp_share_within(shares, 32) == 100.0
     with pytest.raises(ValueError, match="band edge"):
         fp_share_within(shares, 10)
+
+
+def test_object_pixels_split_into_found_wrong_class_and_missed():
+    gt, best, peak, _ = scene()
+    peak[0, 6:8] = 0.2  # two body pixels of the right class fall below 0.3
+    errors = SeedErrors([0.3, 0.7])
+    errors.add(gt, best, peak)  # no regions: the split is reported on any dataset
+    low = errors.at(0.3)
+    assert low["wrong_class_rate"] == pytest.approx(100 * 2 / 10)  # pixels 8-9
+    assert low["missed_rate"] == pytest.approx(100 * 2 / 10)  # pixels 6-7
+    high = errors.at(0.7)
+    assert high["wrong_class_rate"] == 0.0 and high["missed_rate"] == pytest.approx(60.0)  # only the part is above
+
+
+def test_object_split_ignores_border_pixels_and_images_without_objects():
+    errors = SeedErrors([0.3])
+    gt = np.zeros((4, 4), np.uint8)
+    errors.add(gt, gt.astype(np.int64), np.zeros((4, 4), np.float32))
+    assert errors.at(0.3)["missed_rate"] == 0.0
+    gt[0, :2] = 255
+    gt[1, :2] = 1
+    errors.add(gt, gt.astype(np.int64), np.full((4, 4), 0.5, np.float32))
+    out = errors.at(0.3)
+    assert out["missed_rate"] == 0.0 and out["wrong_class_rate"] == 0.0

@@ -137,3 +137,31 @@ def test_collect_only_gathers_finished_runs_without_snakemake(tmp_path, monkeypa
     rows = pd.read_csv(tmp_path / "out" / "seeds.csv")
     assert rows["seed"].tolist() == [3, 3, 3, 3]
     assert rows.set_index("variant").loc["esol", "best_miou"] == 46.0
+
+
+def test_relations_by_threshold_read_every_variant_at_the_same_threshold():
+    from esol.study import relations_by_threshold
+
+    def sweep(seed, variant, points):
+        return [
+            {"seed": seed, "variant": variant, "threshold": t, "miou": m, "precision": p, "recall": r}
+            for t, m, p, r in points
+        ]
+
+    rows = []
+    for seed, esol_low in ((0, 46.0), (1, 44.0)):
+        rows += sweep(seed, "cam", [(0.2, 40.0, 40.0, 80.0), (0.6, 45.0, 60.0, 55.0)])
+        rows += sweep(seed, "expansion", [(0.2, 41.0, 39.0, 79.0), (0.6, 46.0, 58.0, 60.0)])
+        rows += sweep(seed, "shrinkage", [(0.2, 45.0, 50.0, 70.0), (0.6, 43.0, 70.0, 40.0)])
+        rows += sweep(seed, "esol", [(0.2, esol_low, 49.0, 72.0), (0.6, 44.0, 68.0, 45.0)])
+    table = relations_by_threshold(pd.DataFrame(rows)).set_index("threshold")
+    low, high = table.loc[0.2], table.loc[0.6]
+    assert low["seeds"] == 2
+    assert low["esol_minus_cam_miou_mean"] == pytest.approx(5.0)
+    assert low["esol_minus_cam_miou_std"] == pytest.approx(math.sqrt(2), abs=0.01)
+    assert low["esol_cam_margin_seeds"] == 1  # seed 1 is only +4
+    assert low["expansion_recall_above_cam_seeds"] == 0  # expansion's recall is below cam's at 0.2
+    assert low["esol_precision_above_expansion_seeds"] == 2
+    assert low["all_three_seeds"] == 0
+    assert high["expansion_recall_above_cam_seeds"] == 2 and high["esol_minus_cam_miou_mean"] == pytest.approx(-1.0)
+    assert high["all_three_seeds"] == 0

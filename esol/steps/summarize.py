@@ -29,14 +29,21 @@ def value_at(curve: list[dict], along: str, at: float, value: str) -> float:
 
 
 def error_columns(seeds: dict) -> dict:
-    """Where the errors lie at the best threshold (:mod:`esol.seed_errors`): recall on the class
-    part and the shared body, false-positive rate on the class context (synthetic data only), and
-    the share of false positives within 8 px of an object."""
-    best = seeds.get("errors", {}).get("best")
-    if best is None:
-        return {}
-    columns = {f"best_{key}": best.get(key) for key in ("part_recall", "body_recall", "context_fp_rate")}
-    columns["best_fp_share_within_8px"] = fp_share_within(best["fp_share_by_distance"], 8)
+    """Where the errors lie (:mod:`esol.seed_errors`): at the configured and the best threshold,
+    the share of object pixels given a wrong class and the share missed (below the threshold); at
+    the best threshold also the recall on the class part and the shared body and the
+    false-positive rate on the class context (synthetic data only), and the share of false
+    positives within 8 px of an object."""
+    errors = seeds.get("errors", {})
+    columns = {}
+    for prefix, view in (("seed_", "threshold"), ("best_", "best")):
+        for key in ("wrong_class_rate", "missed_rate"):
+            if key in errors.get(view, {}):
+                columns[f"{prefix}{key}"] = errors[view][key]
+    best = errors.get("best")
+    if best is not None:
+        columns.update({f"best_{key}": best.get(key) for key in ("part_recall", "body_recall", "context_fp_rate")})
+        columns["best_fp_share_within_8px"] = fp_share_within(best["fp_share_by_distance"], 8)
     return columns
 
 
