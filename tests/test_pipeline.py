@@ -94,6 +94,26 @@ def test_dvc_repro_gives_the_same_results_and_then_is_a_noop(project):
     run(project, "git", "commit", "-qm", "dvc repro")
 
 
+def test_a_dvc_remote_gives_another_clone_the_results_with_nothing_to_recompute(project, tmp_path):
+    """README, "Sharing results between users or nodes": commit and push where the pipeline ran,
+    pull in another clone, touch, and Snakemake has nothing left to do."""
+    remote = tmp_path / "remote"
+    run(project, "dvc", "remote", "add", "-d", "shared", str(remote))
+    run(project, "dvc", "commit", "-f")
+    run(project, "git", "add", "-A")
+    run(project, "git", "commit", "-qm", "DVC remote and results")
+    run(project, "dvc", "push")
+    clone = tmp_path / "clone"
+    run(tmp_path, "git", "clone", "-q", str(project), str(clone))
+    assert not (clone / "results").exists()
+    run(clone, "dvc", "pull")
+    for name in CONTRACT:  # metrics come from the remote too
+        assert metrics(clone, name) == metrics(project, name)
+    run(clone, "snakemake", "--touch")
+    dry = run(clone, "snakemake", "-n")
+    assert "Nothing to be done" in dry.stdout + dry.stderr
+
+
 def test_dvc_experiment_reruns_only_shrinkage_and_dependants(project):
     out = run(project, "dvc", "exp", "run", "-S", "train_shrinkage.area_weight=0.9")
     ran = set(re.findall(r"Running stage '([^']+)'", out.stdout))

@@ -62,6 +62,8 @@ rule make_figures:
         "../envs/esol.yaml"
     log:
         "logs/make_figures.log",
+    benchmark:
+        "benchmarks/make_figures.tsv"
     threads: 1
     shell:
         "{params.esol} --log {log} make_figures --params {params.config} --data {input.data} --cams {input.cams}"
