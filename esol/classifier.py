@@ -83,6 +83,10 @@ def train_stage(
     model = build_model(params, dataset)
     if init_model is not None:
         checkpoint.load_model_state(model, init_model)
+    if stage == "train_shrinkage":
+        # DCN2 enters at stage 2: the cam and expansion models keep the identity W2 (F2 = F1c)
+        # that their classifier was trained through.
+        model.init_w2()
     model.to(runtime.device)
     if runtime.channels_last:
         model.to(memory_format=torch.channels_last)
@@ -119,8 +123,6 @@ def train_stage(
     result = {"stage": stage, **{k: round(v, 6) for k, v in summary.items()}}
     if not distributed.current().is_main:
         return result
-    if stage == "train_cam":
-        model.init_w2()
     model.cpu()
     checkpoint.save(out_model, {"model": model.state_dict(), "meta": {"stage": stage, "classes": dataset.classes}})
     write_json(metrics, result)

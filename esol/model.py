@@ -180,7 +180,7 @@ class ESOLNet(nn.Module):
         self.use_offsets = True  # False: offsets held at zero (stage 0), plain convolutions
 
     def init_w2(self) -> None:
-        """Initialise W2 per ``model.w2_init`` (after stage 0 has trained W1)."""
+        """Initialise W2 per ``model.w2_init``, when stage 2 starts (W1 is trained by then)."""
         with torch.no_grad():
             if self.cfg.w2_init == "copy_w1":
                 self.w2.copy_(self.w1)

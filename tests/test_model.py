@@ -217,3 +217,39 @@ def test_offset_penalty_pulls_the_expansion_sampler_back_while_the_loss_pushes_i
     assert (penalty_grad > 0).all()
     o1 = model(images).offset1
     torch.testing.assert_close(scalars["offset_penalty"], o1.pow(2).mean().detach())
+
+
+def test_w2_copy_of_w1_enters_at_stage_2_and_leaves_cam_and_expansion_alone(smoke_dataset, tmp_path):
+    """With ``w2_init: copy_w1`` the cam and expansion models must still end in F2 = F1c (their
+    classifier was trained through the identity W2); only stage 2 starts from W2 = W1."""
+    from esol.checkpoint import safe_load
+    from esol.classifier import train_stage
+    from esol.config import params_from_dict
+
+    from .conftest import smoke_params_dict
+
+    raw = smoke_params_dict()
+    raw["model"]["w2_init"] = "copy_w1"
+    for stage in ("train_cam", "train_expansion", "train_shrinkage"):
+        raw[stage]["epochs"] = 1
+    params = params_from_dict(raw)
+    init = None
+    models = {}
+    for stage in ("train_cam", "train_expansion", "train_shrinkage"):
+        out = tmp_path / f"{stage}.pt"
+        train_stage(
+            stage,
+            params,
+            data_dir=smoke_dataset.root,
+            init_model=init,
+            out_model=out,
+            metrics=tmp_path / f"{stage}.json",
+            live_dir=tmp_path / "live" / stage,
+            checkpoint_dir=tmp_path / "checkpoints" / stage,
+        )
+        models[stage] = safe_load(out)["model"]
+        init = out
+    identity = identity_kernel(models["train_cam"]["w2"].shape[0])
+    assert torch.equal(models["train_cam"]["w2"], identity)
+    assert torch.equal(models["train_expansion"]["w2"], identity)
+    assert torch.equal(models["train_shrinkage"]["w2"], models["train_cam"]["w1"])
