@@ -112,6 +112,41 @@ def relations_by_threshold(curves: pd.DataFrame, margin: float = 5.0) -> pd.Data
     return out.round(2).reset_index()
 
 
+def relations_figure(path: Path, by_threshold: pd.DataFrame, margin: float = 5.0) -> None:
+    """The three claims against the common threshold: mean ± std over the seeds of each difference,
+    the line it must clear, and the thresholds where all three hold on every seed shaded."""
+    from esol.steps.make_figures import pyplot, save_png
+
+    plt = pyplot()
+    panels = (
+        ("esol_minus_cam_miou", "esol − cam seed mIoU", margin),
+        ("expansion_minus_cam_recall", "expansion − cam recall", 0.0),
+        ("esol_minus_expansion_precision", "esol − expansion precision", 0.0),
+    )
+    seeds = int(by_threshold["seeds"].max())
+    every_seed = by_threshold.loc[by_threshold["all_three_seeds"] == seeds, "threshold"]
+    half_step = by_threshold["threshold"].diff().min() / 2 if len(by_threshold) > 1 else 0.025
+    fig, axes = plt.subplots(1, 3, figsize=(12, 3.6), sharex=True)
+    for ax, (name, title, line) in zip(axes, panels, strict=True):
+        t, mean, std = by_threshold["threshold"], by_threshold[f"{name}_mean"], by_threshold[f"{name}_std"]
+        ax.plot(t, mean, marker=".")
+        ax.fill_between(t, mean - std, mean + std, alpha=0.25)
+        ax.axhline(line, color="black", lw=1, ls="--")
+        for threshold in every_seed:
+            ax.axvspan(threshold - half_step, threshold + half_step, color="tab:green", alpha=0.12, lw=0)
+        ax.set_title(f"{title} (points)")
+        ax.set_xlabel("common background threshold")
+        ax.grid(alpha=0.3)
+    fig.suptitle(
+        f"ESOL's claims over {seeds} seeds, every variant at the same threshold (mean ± std; dashed: what each "
+        "must clear; green: all three hold on every seed)",
+        fontsize=9,
+    )
+    fig.tight_layout()
+    save_png(fig, path)
+    plt.close(fig)
+
+
 def relations(table: pd.DataFrame) -> pd.DataFrame:
     """Per seed, the three claims at the configured threshold, at each variant's best threshold,
     and at matched operating points of the precision-recall curves (expansion's recall where its
@@ -189,6 +224,7 @@ def main(argv: list[str] | None = None) -> int:
     ):
         with atomic_path(args.out / name) as tmp:
             frame.to_csv(tmp, index=index)
+    relations_figure(args.out / "relations_by_threshold.png", by_threshold)
     pd.set_option("display.width", 200)
     print(summary.to_string())
     print(checks.to_string(index=False))

@@ -134,6 +134,7 @@ def test_collect_only_gathers_finished_runs_without_snakemake(tmp_path, monkeypa
     assert not (tmp_path / "out").exists()
     seeds_file(seeds_dir, "esol", (0.4, 70.0, 55.0, 46.0), points)
     assert study.main(args) == 0
+    assert (tmp_path / "out" / "relations_by_threshold.png").read_bytes().startswith(b"\x89PNG")
     rows = pd.read_csv(tmp_path / "out" / "seeds.csv")
     assert rows["seed"].tolist() == [3, 3, 3, 3]
     assert rows.set_index("variant").loc["esol", "best_miou"] == 46.0

@@ -34,7 +34,8 @@ STAGE_TITLES = {
 }
 
 
-def _pyplot():
+def pyplot():
+    """matplotlib.pyplot on the Agg backend (no display needed)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -43,7 +44,8 @@ def _pyplot():
     return plt
 
 
-def _save(fig, path: Path, dpi: int = 100) -> None:
+def save_png(fig, path: Path, dpi: int = 100) -> None:
+    """Write ``fig`` to ``path`` as PNG, atomically."""
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png", dpi=dpi)
 
@@ -106,7 +108,7 @@ def sample_grid(
     prediction: np.ndarray | None,
 ) -> None:
     """One row: image | ground truth | CAM per variant | CRF pseudo label per variant | prediction."""
-    plt = _pyplot()
+    plt = pyplot()
     image = dataset.image(image_id)
     gt = dataset.mask(image_id)
     panels: list[tuple[str, np.ndarray, np.ndarray | None]] = [("image", image, None), ("ground truth", gt, None)]
@@ -135,13 +137,13 @@ def sample_grid(
     names = ", ".join(dataset.classes[k] for k in dataset.labels(image_id))
     fig.suptitle(f"{image_id} ({names})", fontsize=9)
     fig.subplots_adjust(left=0.01, right=0.99, top=0.8, bottom=0.02)
-    _save(fig, path)
+    save_png(fig, path)
     plt.close(fig)
 
 
 def per_class_figure(path: Path, series: dict[str, dict[str, float | None]], classes: list[str]) -> None:
     """Grouped bars: IoU per class (x) for each result (seeds per variant, pseudo labels, segmentation)."""
-    plt = _pyplot()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(max(6.0, 0.9 * len(classes) * max(len(series), 1) * 0.35 + 3), 3.8))
     width = 0.8 / max(len(series), 1)
     x = np.arange(len(classes))
@@ -156,13 +158,13 @@ def per_class_figure(path: Path, series: dict[str, dict[str, float | None]], cla
     ax.set_title("Per-class IoU (seeds and pseudo labels: train split; segmentation: val)")
     ax.legend(fontsize=8, ncol=min(len(series), 4), loc="upper right")
     fig.tight_layout()
-    _save(fig, path)
+    save_png(fig, path)
     plt.close(fig)
 
 
 def threshold_figure(path: Path, seeds: dict[str, dict]) -> None:
     """Seed mIoU, precision and recall against the background threshold, one line per variant."""
-    plt = _pyplot()
+    plt = pyplot()
     fig, axes = plt.subplots(1, 3, figsize=(12, 3.6), sharex=True)
     for variant, m in seeds.items():
         curve = pd.DataFrame(m["curve"])
@@ -180,7 +182,7 @@ def threshold_figure(path: Path, seeds: dict[str, dict]) -> None:
     axes[0].legend(fontsize=8)
     fig.suptitle("Seeds against the background threshold (dashed: configured; star: best mIoU)", fontsize=10)
     fig.tight_layout()
-    _save(fig, path)
+    save_png(fig, path)
     plt.close(fig)
 
 
@@ -196,7 +198,7 @@ def read_live(live_dir: Path) -> dict[str, pd.DataFrame]:
 
 def training_figure(path: Path, live_dirs: list[Path]) -> None:
     """One panel per training stage: its per-epoch scalars (learning rate on a second axis)."""
-    plt = _pyplot()
+    plt = pyplot()
     from matplotlib.ticker import MaxNLocator
 
     order = {name: i for i, name in enumerate(TRAINING_ORDER)}
@@ -225,7 +227,7 @@ def training_figure(path: Path, live_dirs: list[Path]) -> None:
     for ax in list(axes.flat)[len(live_dirs) :]:
         ax.axis("off")
     fig.tight_layout()
-    _save(fig, path)
+    save_png(fig, path)
     plt.close(fig)
 
 
@@ -350,7 +352,7 @@ def run(
       TRAINING_CURVES  PNG, per-epoch losses of every training stage
       TABLES           HTML, the metrics tables (seeds, pseudo labels, segmentation, per class, ablation)
     """
-    plt = _pyplot()
+    plt = pyplot()
     dataset = Dataset(data)
     cam_dirs = sorted(cams, key=lambda p: _variant_rank(p.name))
     label_dirs = sorted(pseudo_labels, key=lambda p: _variant_rank(p.name))
