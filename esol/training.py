@@ -187,6 +187,7 @@ def train(
 
     start_epoch = 0
     summary: dict[str, float] = {}
+    computed_on = [compute_signature(runtime)]  # every set-up the run has trained on, oldest first
     last = checkpoint_dir / "last.pt"
     if last.is_file():
         state = checkpoint.safe_load(last)
@@ -199,6 +200,16 @@ def train(
             start_epoch = int(state["epoch"]) + 1
             summary = dict(state.get("summary", {}))
             log.info("%s: resuming after epoch %d from %s", spec.name, start_epoch, last)
+            computed_on = list(dict.fromkeys([*state.get("computed_on", []), *computed_on]))
+            if len(computed_on) > 1 and start_epoch < spec.epochs:
+                # Not part of the fingerprint: restarting would throw finished epochs away for a
+                # result that is just as valid, only not bit-identical to an uninterrupted run.
+                log.warning(
+                    "%s: this run has now trained on %s: its result is valid but not bit-identical to "
+                    "an uninterrupted run on any one of them",
+                    spec.name,
+                    " and ".join(computed_on),
+                )
         else:
             log.info("%s: ignoring %s (written for other params)", spec.name, last)
 
@@ -238,6 +249,7 @@ def train(
                 "scheduler": scheduler.state_dict(),
                 "epoch": epoch,
                 "fingerprint": spec.fingerprint,
+                "computed_on": computed_on,
                 "torch_rng": torch.get_rng_state(),
                 "python_rng": list(random.getstate()),
                 "summary": summary,
@@ -263,6 +275,17 @@ def train(
         else:
             live_dir.mkdir(parents=True)
     return summary
+
+
+def compute_signature(runtime: Runtime) -> str:
+    """What decides a run's floating-point path besides its params: the device kind, the CPU
+    thread count or the GPU model, and the number of processes."""
+    if runtime.device.type == "cpu":
+        where = f"CPU with {torch.get_num_threads()} threads"
+    else:
+        where = torch.cuda.get_device_name(runtime.device)
+    world = distributed.current().world
+    return where if world == 1 else f"{world} x {where}"
 
 
 def _wrap_ddp(model: torch.nn.Module, device: torch.device) -> torch.nn.Module:
