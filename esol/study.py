@@ -112,6 +112,11 @@ def relations_by_threshold(curves: pd.DataFrame, margin: float = 5.0) -> pd.Data
     return out.round(2).reset_index()
 
 
+def holding_on_every_seed(by_threshold: pd.DataFrame) -> list[float]:
+    """The common thresholds of :func:`relations_by_threshold` where all three claims hold on every seed."""
+    return by_threshold.loc[by_threshold["all_three_seeds"] == by_threshold["seeds"], "threshold"].tolist()
+
+
 def relations_figure(path: Path, by_threshold: pd.DataFrame, margin: float = 5.0) -> None:
     """The three claims against the common threshold: mean ± std over the seeds of each difference,
     the line it must clear, and the thresholds where all three hold on every seed shaded."""
@@ -124,7 +129,7 @@ def relations_figure(path: Path, by_threshold: pd.DataFrame, margin: float = 5.0
         ("esol_minus_expansion_precision", "esol − expansion precision", 0.0),
     )
     seeds = int(by_threshold["seeds"].max())
-    every_seed = by_threshold.loc[by_threshold["all_three_seeds"] == seeds, "threshold"]
+    every_seed = holding_on_every_seed(by_threshold)
     half_step = by_threshold["threshold"].diff().min() / 2 if len(by_threshold) > 1 else 0.025
     fig, axes = plt.subplots(1, 3, figsize=(12, 3.6), sharex=True)
     for ax, (name, title, line) in zip(axes, panels, strict=True):
@@ -228,7 +233,7 @@ def main(argv: list[str] | None = None) -> int:
     pd.set_option("display.width", 200)
     print(summary.to_string())
     print(checks.to_string(index=False))
-    every_seed = by_threshold.loc[by_threshold["all_three_seeds"] == len(args.seeds), "threshold"].tolist()
+    every_seed = holding_on_every_seed(by_threshold)
     print(f"common thresholds where all three claims hold on every seed: {every_seed or 'none'}")
     return 0
 

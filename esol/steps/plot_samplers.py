@@ -35,11 +35,9 @@ def sampling_arrows(offset: np.ndarray, image_size: tuple[int, int]) -> tuple[np
 def run(params: Params, *, data: Path, model: Path, out_dir: Path, count: int = 4) -> dict:
     """Draw, for the first COUNT images of the ``train`` split, the expansion (off1) and shrinkage
     (off2) sampling displacements of MODEL as arrows, and its CAM; one PNG per image in OUT_DIR."""
-    import matplotlib
+    from esol.steps.make_figures import pyplot
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     dataset = Dataset(data)
     net = load_model(params, dataset, model).eval()
     ids = dataset.ids("train")[:count]
