@@ -25,9 +25,25 @@ def build_model(params: Params, dataset: Dataset) -> ESOLNet:
 
 
 def load_model(params: Params, dataset: Dataset, path: Path) -> ESOLNet:
+    """A trained classifier, clipping its features as it was trained to (``clipped`` in its metadata)."""
     model = build_model(params, dataset)
-    checkpoint.load_model_state(model, path)
+    meta = checkpoint.load_model_state(model, path)
+    model.clipped = bool(meta.get("clipped", True))  # files from before model.clip_from always clipped
     return model
+
+
+def clipped_in(stage: str, params: Params, init_meta: dict) -> bool:
+    """Whether ``stage`` trains with feature clipping (``model.clip_from``).
+
+    With ``clip_from: expansion`` the clip belongs to the expansion stage, as the method figure
+    draws it: stage 0 trains a plain CAM, stage 1 switches the clip on, and stage 2 keeps what its
+    starting model had (esol: clipped; the shrinkage-only variant, trained from the cam model: not).
+    """
+    if stage == "train_cam":
+        return params.model.clip_from == "cam"
+    if stage == "train_expansion":
+        return True
+    return bool(init_meta.get("clipped", True))
 
 
 def param_groups(model: ESOLNet, stage: str, cfg) -> list[dict]:
@@ -81,8 +97,8 @@ def train_stage(
     runtime = make_runtime(params.runtime, params.dataset.seed * 100 + stage_index)
     dataset = Dataset(data_dir)
     model = build_model(params, dataset)
-    if init_model is not None:
-        checkpoint.load_model_state(model, init_model)
+    init_meta = checkpoint.load_model_state(model, init_model) if init_model is not None else {}
+    model.clipped = clipped_in(stage, params, init_meta)
     if stage == "train_shrinkage":
         # DCN2 enters at stage 2: the cam and expansion models keep the identity W2 (F2 = F1c)
         # that their classifier was trained through.
@@ -124,6 +140,7 @@ def train_stage(
     if not distributed.current().is_main:
         return result
     model.cpu()
-    checkpoint.save(out_model, {"model": model.state_dict(), "meta": {"stage": stage, "classes": dataset.classes}})
+    meta = {"stage": stage, "classes": dataset.classes, "clipped": model.clipped}
+    checkpoint.save(out_model, {"model": model.state_dict(), "meta": meta})
     write_json(metrics, result)
     return result

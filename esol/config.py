@@ -62,6 +62,7 @@ class ModelConfig:
     clip_mode: str
     clip_quantile: float
     clip_value: float
+    clip_from: str  # "cam": every stage clips; "expansion": stage 0 and the shrinkage-only variant do not
     w2_init: str
 
 

@@ -3,7 +3,7 @@
 F   = backbone(x)
 o1  = bound(off1(F))                   expansion sampler
 F1  = relu(deform_conv(F, o1, W1))
-F1c = clip(F1)
+F1c = clip(F1)                         clip_from: expansion = identity until stage 1 (plain CAM)
 o2  = bound(off2(F1c))                 shrinkage sampler
 F2  = relu(deform_conv(F1c, o2, W2))   W2 is never trained
 s   = fc(gap(F2));  CAM_c = relu(fc_c . F2)
@@ -178,6 +178,7 @@ class ESOLNet(nn.Module):
         self.grl_scale: float | None = None  # set: a gradient-reversal layer behind off1 (stage 1)
         self.clip_quantile: float | None = None  # set: overrides cfg.clip_quantile (stage 1 training)
         self.use_offsets = True  # False: offsets held at zero (stage 0), plain convolutions
+        self.clipped = True  # False: F1c = F1 (a model that never went through expansion, model.clip_from)
 
     def init_w2(self) -> None:
         """Initialise W2 per ``model.w2_init``, when stage 2 starts (W1 is trained by then)."""
@@ -208,7 +209,7 @@ class ESOLNet(nn.Module):
         sampled = reverse_gradient(o1, self.grl_scale) if self.grl_scale is not None and self.use_offsets else o1
         f1 = F.relu(self._deform(feats, sampled, self.w1))
         quantile = self.cfg.clip_quantile if self.clip_quantile is None else self.clip_quantile
-        f1c = clip_features(f1, self.cfg.clip_mode, quantile, self.cfg.clip_value)
+        f1c = clip_features(f1, self.cfg.clip_mode if self.clipped else "none", quantile, self.cfg.clip_value)
         if expansion_detached:
             f1c = f1c.detach()
         o2 = self.bound(self.off2(f1c)) if self.use_offsets else zeros

@@ -253,3 +253,61 @@ def test_w2_copy_of_w1_enters_at_stage_2_and_leaves_cam_and_expansion_alone(smok
     assert torch.equal(models["train_cam"]["w2"], identity)
     assert torch.equal(models["train_expansion"]["w2"], identity)
     assert torch.equal(models["train_shrinkage"]["w2"], models["train_cam"]["w1"])
+
+
+def train_chain(params, smoke_dataset, tmp_path, chain, init=None):
+    """Train ``chain`` (stage names, each from the previous one's model, the first from ``init``)."""
+    from esol.classifier import train_stage
+
+    files = []
+    for index, stage in enumerate(chain):
+        out = tmp_path / f"{index}-{stage}.pt"
+        train_stage(
+            stage,
+            params,
+            data_dir=smoke_dataset.root,
+            init_model=init,
+            out_model=out,
+            metrics=tmp_path / f"{index}-{stage}.json",
+            live_dir=tmp_path / "live" / f"{index}-{stage}",
+            checkpoint_dir=tmp_path / "checkpoints" / f"{index}-{stage}",
+        )
+        files.append(out)
+        init = out
+    return files
+
+
+def test_clip_from_expansion_leaves_cam_and_shrinkage_only_unclipped(smoke_dataset, tmp_path):
+    """``clip_from: expansion``: the cam model and the shrinkage-only variant (no expansion) draw
+    their CAMs from the unclipped F1; the expansion and esol models from the clipped one."""
+    from esol.classifier import load_model
+    from esol.config import params_from_dict
+    from esol.data.layout import Dataset
+
+    from .conftest import smoke_params_dict
+
+    raw = smoke_params_dict()
+    raw["model"]["clip_from"] = "expansion"
+    for stage in ("train_cam", "train_expansion", "train_shrinkage"):
+        raw[stage]["epochs"] = 1
+    params = params_from_dict(raw)
+    cam, expansion, esol = train_chain(params, smoke_dataset, tmp_path, list(INTENDED))
+    (shrinkage,) = train_chain(params, smoke_dataset, tmp_path / "only", ["train_shrinkage"], init=cam)
+    dataset = Dataset(smoke_dataset.root)
+    images = batch(2, 48)[0]
+    clipped = {}
+    for name, path in {"cam": cam, "expansion": expansion, "esol": esol, "shrinkage": shrinkage}.items():
+        net = load_model(params, dataset, path).eval()
+        with torch.no_grad():
+            out = net(images)
+            feats = net.backbone(images)
+            f1 = F.relu(deform_conv2d(feats, out.offset1, net.w1, padding=1))
+        clipped[name] = not torch.allclose(out.f1c, f1)
+        if clipped[name]:
+            cap = torch.quantile(f1.flatten(2), params.model.clip_quantile, dim=2)
+            assert (out.f1c.flatten(2).amax(dim=2) <= cap + 1e-5).all()
+    assert clipped == {"cam": False, "expansion": True, "esol": True, "shrinkage": False}
+
+    raw["model"]["clip_from"] = "cam"
+    (default_cam,) = train_chain(params_from_dict(raw), smoke_dataset, tmp_path / "default", ["train_cam"])
+    assert load_model(params_from_dict(raw), dataset, default_cam).clipped
