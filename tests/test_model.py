@@ -219,40 +219,17 @@ def test_offset_penalty_pulls_the_expansion_sampler_back_while_the_loss_pushes_i
     torch.testing.assert_close(scalars["offset_penalty"], o1.pow(2).mean().detach())
 
 
-def test_w2_copy_of_w1_enters_at_stage_2_and_leaves_cam_and_expansion_alone(smoke_dataset, tmp_path):
-    """With ``w2_init: copy_w1`` the cam and expansion models must still end in F2 = F1c (their
-    classifier was trained through the identity W2); only stage 2 starts from W2 = W1."""
-    from esol.checkpoint import safe_load
-    from esol.classifier import train_stage
+def one_epoch_params(**model_changes):
+    """The smoke params with ``model_changes`` and every classifier stage cut to one epoch."""
     from esol.config import params_from_dict
 
     from .conftest import smoke_params_dict
 
     raw = smoke_params_dict()
-    raw["model"]["w2_init"] = "copy_w1"
-    for stage in ("train_cam", "train_expansion", "train_shrinkage"):
+    raw["model"].update(model_changes)
+    for stage in INTENDED:
         raw[stage]["epochs"] = 1
-    params = params_from_dict(raw)
-    init = None
-    models = {}
-    for stage in ("train_cam", "train_expansion", "train_shrinkage"):
-        out = tmp_path / f"{stage}.pt"
-        train_stage(
-            stage,
-            params,
-            data_dir=smoke_dataset.root,
-            init_model=init,
-            out_model=out,
-            metrics=tmp_path / f"{stage}.json",
-            live_dir=tmp_path / "live" / stage,
-            checkpoint_dir=tmp_path / "checkpoints" / stage,
-        )
-        models[stage] = safe_load(out)["model"]
-        init = out
-    identity = identity_kernel(models["train_cam"]["w2"].shape[0])
-    assert torch.equal(models["train_cam"]["w2"], identity)
-    assert torch.equal(models["train_expansion"]["w2"], identity)
-    assert torch.equal(models["train_shrinkage"]["w2"], models["train_cam"]["w1"])
+    return params_from_dict(raw)
 
 
 def train_chain(params, smoke_dataset, tmp_path, chain, init=None):
@@ -277,20 +254,26 @@ def train_chain(params, smoke_dataset, tmp_path, chain, init=None):
     return files
 
 
+def test_w2_copy_of_w1_enters_at_stage_2_and_leaves_cam_and_expansion_alone(smoke_dataset, tmp_path):
+    """With ``w2_init: copy_w1`` the cam and expansion models must still end in F2 = F1c (their
+    classifier was trained through the identity W2); only stage 2 starts from W2 = W1."""
+    from esol.checkpoint import safe_load
+
+    files = train_chain(one_epoch_params(w2_init="copy_w1"), smoke_dataset, tmp_path, list(INTENDED))
+    cam, expansion, shrinkage = (safe_load(path)["model"] for path in files)
+    identity = identity_kernel(cam["w2"].shape[0])
+    assert torch.equal(cam["w2"], identity)
+    assert torch.equal(expansion["w2"], identity)
+    assert torch.equal(shrinkage["w2"], cam["w1"])
+
+
 def test_clip_from_expansion_leaves_cam_and_shrinkage_only_unclipped(smoke_dataset, tmp_path):
     """``clip_from: expansion``: the cam model and the shrinkage-only variant (no expansion) draw
     their CAMs from the unclipped F1; the expansion and esol models from the clipped one."""
     from esol.classifier import load_model
-    from esol.config import params_from_dict
     from esol.data.layout import Dataset
 
-    from .conftest import smoke_params_dict
-
-    raw = smoke_params_dict()
-    raw["model"]["clip_from"] = "expansion"
-    for stage in ("train_cam", "train_expansion", "train_shrinkage"):
-        raw[stage]["epochs"] = 1
-    params = params_from_dict(raw)
+    params = one_epoch_params(clip_from="expansion")
     cam, expansion, esol = train_chain(params, smoke_dataset, tmp_path, list(INTENDED))
     (shrinkage,) = train_chain(params, smoke_dataset, tmp_path / "only", ["train_shrinkage"], init=cam)
     dataset = Dataset(smoke_dataset.root)
@@ -308,6 +291,6 @@ def test_clip_from_expansion_leaves_cam_and_shrinkage_only_unclipped(smoke_datas
             assert (out.f1c.flatten(2).amax(dim=2) <= cap + 1e-5).all()
     assert clipped == {"cam": False, "expansion": True, "esol": True, "shrinkage": False}
 
-    raw["model"]["clip_from"] = "cam"
-    (default_cam,) = train_chain(params_from_dict(raw), smoke_dataset, tmp_path / "default", ["train_cam"])
-    assert load_model(params_from_dict(raw), dataset, default_cam).clipped
+    default = one_epoch_params(clip_from="cam")
+    (default_cam,) = train_chain(default, smoke_dataset, tmp_path / "default", ["train_cam"])
+    assert load_model(default, dataset, default_cam).clipped
