@@ -134,6 +134,14 @@ class RefineCrfConfig:
     bilateral_sxy: float
     bilateral_srgb: float
     bilateral_compat: float
+    variant_thresholds: dict[str, list[float]]  # variant -> [fg, bg], over the two above
+
+    def for_variant(self, variant: str) -> RefineCrfConfig:
+        """These settings with ``variant``'s own thresholds, when it has any."""
+        if variant not in self.variant_thresholds:
+            return self
+        fg, bg = self.variant_thresholds[variant]
+        return dataclasses.replace(self, fg_threshold=fg, bg_threshold=bg)
 
 
 @dataclass(frozen=True)

@@ -1,3 +1,5 @@
+import dataclasses
+
 import numpy as np
 
 from esol.crf import crf_label_inference, pseudo_label
@@ -31,11 +33,13 @@ def test_pseudo_label_marks_uncertain_pixels_and_keeps_classes(smoke_dataset, sm
     image, gt = blurry_seed_case(smoke_dataset)
     keys = np.array(sorted({int(c) for c in np.unique(gt) if c not in (0, IGNORE_LABEL)}))
     cams = np.stack([((gt == k).astype(np.float32) * 0.6 + 0.2) for k in keys])
-    label = pseudo_label(image, keys, cams, smoke_params.refine_crf)
+    cfg = dataclasses.replace(smoke_params.refine_crf, fg_threshold=0.3, bg_threshold=0.1)
+    label = pseudo_label(image, keys, cams, cfg)
     values = set(np.unique(label).tolist())
     assert values <= {0, IGNORE_LABEL, *keys.tolist()}
     assert set(keys.tolist()) <= values
-    # every CAM is at least 0.2, above both background scores: no pixel is confident background
+    # every CAM is at least 0.2, above the background score 0.1: no pixel is confident background;
+    # off the objects (0.2) it is below the foreground map's 0.3: uncertain
     assert 0 not in values and IGNORE_LABEL in values
 
 
@@ -45,3 +49,37 @@ def test_image_without_foreground_classes_is_all_background(smoke_dataset, smoke
         image, np.array([], dtype=np.int64), np.zeros((0, *image.shape[:2]), np.float32), smoke_params.refine_crf
     )
     assert (label == 0).all()
+
+
+def test_refine_step_takes_a_variants_own_thresholds(smoke_dataset, tmp_path):
+    """``refine_crf.variant_thresholds`` gives one variant its own fg/bg thresholds; the others
+    keep the section's. Weak CAMs (0.05 of the maximum on every object) are foreground under
+    esol's thresholds (0.03 / 0.01) and background under the section's (0.06 / 0.02)."""
+    from PIL import Image
+
+    from esol.cams import save_cam
+    from esol.config import params_from_dict
+    from esol.steps import refine_crf
+
+    from .conftest import smoke_params_dict
+
+    raw = smoke_params_dict()
+    raw["refine_crf"].update(fg_threshold=0.06, bg_threshold=0.02, variant_thresholds={"esol": [0.03, 0.01]})
+    params = params_from_dict(raw)
+    cams = tmp_path / "cams"
+    cams.mkdir()
+    ids = smoke_dataset.ids("train")
+    for image_id in ids:
+        keys = np.array(smoke_dataset.labels(image_id), dtype=np.int64)
+        mask = smoke_dataset.mask(image_id)
+        weak = [(mask == k).astype(np.uint8) * 13 for k in keys]  # 13 / 255 = 0.051
+        save_cam(cams / f"{image_id}.npz", keys, np.stack(weak) if weak else np.zeros((0, *mask.shape), np.uint8))
+    foreground = {}
+    for variant in ("cam", "esol"):
+        out = tmp_path / variant
+        refine_crf.run(params, data=smoke_dataset.root, cams=cams, split="train", out_dir=out, variant=variant)
+        labels = [np.array(Image.open(out / f"{i}.png")) for i in ids]
+        foreground[variant] = sum(int(((label > 0) & (label < 255)).sum()) for label in labels)
+    assert foreground["cam"] == 0
+    assert foreground["esol"] > 0
+    assert params.refine_crf.for_variant("shrinkage") is params.refine_crf

@@ -37,18 +37,29 @@ def _chunksize(jobs: int, processes: int) -> int:
     return max(1, min(8, jobs // (4 * processes)))
 
 
-def run(params: Params, *, data: Path, cams: Path, split: str, out_dir: Path, threads: int = 1) -> dict:
+def run(
+    params: Params, *, data: Path, cams: Path, split: str, out_dir: Path, variant: str = "", threads: int = 1
+) -> dict:
     """Refine the CAMs in CAMS for SPLIT of DATA into pseudo-label PNGs in OUT_DIR.
 
-    Labels: class ids, 0 = background, 255 = uncertain. THREADS worker processes; images already
+    Labels: class ids, 0 = background, 255 = uncertain. VARIANT takes its thresholds from
+    ``refine_crf.variant_thresholds`` when listed there. THREADS worker processes; images already
     done in ``OUT_DIR.partial`` (an interrupted run) are skipped.
     """
     dataset = Dataset(data)
+    cfg = params.refine_crf.for_variant(variant)
     cam_files = sorted((p.name, p.stat().st_size, p.stat().st_mtime_ns) for p in Path(cams).glob("*.npz"))
-    with atomic_dir(out_dir, checkpoint.fingerprint(params.refine_crf, split, cam_files)) as partial:
+    with atomic_dir(out_dir, checkpoint.fingerprint(cfg, split, cam_files)) as partial:
         todo = [i for i in dataset.ids(split) if not (partial / f"{i}.png").is_file()]
-        jobs = refine_jobs(dataset, todo, Path(cams), partial, params.refine_crf)
-        log.info("%s: %d images to refine with %d process(es)", split, len(todo), threads)
+        jobs = refine_jobs(dataset, todo, Path(cams), partial, cfg)
+        log.info(
+            "%s: %d images to refine with %d process(es), thresholds fg %.2f / bg %.2f",
+            split,
+            len(todo),
+            threads,
+            cfg.fg_threshold,
+            cfg.bg_threshold,
+        )
         bar = tqdm(total=len(jobs), desc=f"CRF {out_dir.name}", mininterval=5)
         if threads > 1 and len(jobs) > 1:
             with mp.get_context("fork").Pool(threads) as pool:

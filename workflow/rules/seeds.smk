@@ -70,7 +70,7 @@ rule refine_crf:
     threads: 2
     shell:
         "{params.esol} --log {log} refine_crf --params {params.config} --data {input.data} --cams {input.cams} --split {params.split}"
-        " --out-dir {output.labels} --threads {threads}"
+        " --variant {wildcards.variant} --out-dir {output.labels} --threads {threads}"
 
 
 rule eval_pseudo_labels:
