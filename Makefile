@@ -17,13 +17,14 @@ $(STAMP): requirements.txt requirements-dev.txt pyproject.toml
 
 run: $(STAMP)
 	snakemake --cores $(CORES)
-	$(PY) -m esol.show
+	esol show
 
 test: $(STAMP)
 	$(PY) -m pytest -q
 
 lint: $(STAMP)
 	ruff check .
+	snakefmt --check --line-length 120 .
 	snakemake --lint
 
 report: $(STAMP)

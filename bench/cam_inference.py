@@ -51,10 +51,10 @@ def main(argv: list[str] | None = None) -> int:
         common.report(title, args, [common.Figure("cam_inference.step_over_bare", None, TARGET)])
         return 0
 
-    from esol.classifier import load_model
-    from esol.config import params_from_dict
-    from esol.runtime import make_runtime
+    from esol.infra.config import params_from_dict
+    from esol.infra.runtime import make_runtime
     from esol.steps import make_cam
+    from esol.training.classifier import load_model
 
     n = args.images or (4 if args.quick else 32)
     raw = common.params_dict(

@@ -30,7 +30,7 @@ NO_GPU = "not measured: no GPU in this session"
 
 def params_dict(quick: bool, overrides: dict | None = None) -> dict:
     """params.yaml (default config), or with config/smoke.yaml merged over it (quick); then OVERRIDES."""
-    from esol.config import deep_merge
+    from esol.infra.config import deep_merge
 
     merged = yaml.safe_load((REPO / "params.yaml").read_text())
     if quick:
@@ -40,9 +40,9 @@ def params_dict(quick: bool, overrides: dict | None = None) -> dict:
 
 def synthetic_dataset(root: Path, params: dict, images: int):
     """Generate the synthetic dataset of PARAMS with IMAGES images in train (and train_aug)."""
-    from esol.config import deep_merge, params_from_dict
     from esol.data.layout import Dataset
     from esol.data.synthetic import generate
+    from esol.infra.config import deep_merge, params_from_dict
 
     sized = deep_merge(params, {"synthetic": {"num_train_aug": images, "num_train": images, "num_val": 1}})
     p = params_from_dict(sized)
@@ -54,8 +54,8 @@ def untrained_model(params, dataset, path: Path | None = None):
     """A freshly initialised ESOLNet for DATASET (weights do not matter for speed); saved to PATH if given."""
     import torch
 
-    from esol import checkpoint
-    from esol.classifier import build_model
+    from esol.training import checkpoint
+    from esol.training.classifier import build_model
 
     torch.manual_seed(0)  # the same weights every time (the storage figure's seeds depend on them)
     model = build_model(params, dataset)

@@ -1,4 +1,4 @@
-"""Evaluation: confusion-matrix throughput of esol.metrics.confusion over a bare np.bincount.
+"""Evaluation: confusion-matrix throughput of esol.evaluation.metrics.confusion over a bare np.bincount.
 
 Both sides see the same label maps, one call per image as the evaluation steps make them: the
 bare side is ``np.bincount`` alone over a flat index array prepared in advance (``k * gt + pred``
@@ -50,7 +50,7 @@ def measure(pairs, k: int, reps: int) -> tuple[common.Stats, dict, float]:
     Returns the per-repetition ratios, the throughputs, and the contention-robust ratio: the sum
     over images of each image's fastest time on each side (a busy machine only ever adds time).
     """
-    from esol.metrics import confusion
+    from esol.evaluation.metrics import confusion
 
     index = [(k * gt.astype(np.intp).reshape(-1) + pred.reshape(-1)).astype(np.uint16) for gt, pred in pairs]
     clock = time.perf_counter

@@ -40,7 +40,7 @@ def write_cams(dataset, ids: list[str], out: Path) -> None:
     """CAM files from the ground truth: each present class's mask, blurred and noised, quantised."""
     from scipy import ndimage
 
-    from esol.cams import quantise, save_cam
+    from esol.inference.cams import quantise, save_cam
 
     rng = np.random.default_rng(0)
     out.mkdir(parents=True)
@@ -58,7 +58,7 @@ def bare_arrays(dataset, ids: list[str], cams: Path, cfg) -> list[tuple]:
     """Per image and CRF call: (image, unary, n_labels), exactly what pseudo_label hands pydensecrf."""
     from pydensecrf.utils import unary_from_labels
 
-    from esol.cams import load_cam, seed_labels
+    from esol.inference.cams import load_cam, seed_labels
 
     arrays = []
     for image_id in ids:
@@ -76,7 +76,7 @@ def bare_arrays(dataset, ids: list[str], cams: Path, cfg) -> list[tuple]:
 
 def bare_crf(arrays: list[tuple], cfg, shared: bool = True) -> None:
     """The pydensecrf calls alone. ``shared``: the minimum for an image's two maps, pairwise terms
-    built once (what esol.crf does); otherwise a CRF of its own per map (the IRN way)."""
+    built once (what esol.refine.crf does); otherwise a CRF of its own per map (the IRN way)."""
     import pydensecrf.densecrf as dcrf
 
     crf = None
@@ -137,7 +137,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--image-size", type=int, help="synthetic image size (default: the config's)")
     args = ap.parse_args(argv)
 
-    from esol.config import params_from_dict
+    from esol.infra.config import params_from_dict
     from esol.steps import refine_crf
 
     raw = common.params_dict(args.quick, {"synthetic": {"image_size": args.image_size}} if args.image_size else None)

@@ -1,7 +1,7 @@
 """Storage: bytes of the stored CAMs over IRN's float32 per-image format, and the seed mIoU they give.
 
-One multi-scale + flip CAM computation per image (``esol.cams.multiscale_cams``, as make_cam
-runs it), written twice: as make_cam writes it (``esol.cams.quantise`` + ``save_cam``: uint8,
+One multi-scale + flip CAM computation per image (``esol.inference.cams.multiscale_cams``, as make_cam
+runs it), written twice: as make_cam writes it (``esol.inference.cams.quantise`` + ``save_cam``: uint8,
 max-normalised, image size, npz) and as IRN does (``np.save`` of a dict with ``keys``, ``cam``:
 float32 at stride 4 and ``high_res``: float32 at image size, both max-normalised). Seeds are
 scored from both the way eval_seeds does (the uint8 side through ``eval_seeds.run`` itself).
@@ -36,7 +36,7 @@ TARGET_MIOU = "<= 0.1"
 
 def seed_confusions(items, sweep: list[float], k: int) -> np.ndarray:
     """eval_seeds' confusion matrices over the sweep, from (gt, keys, cams in [0, 1]) triples."""
-    from esol.metrics import confusion
+    from esol.evaluation.metrics import confusion
 
     confs = np.zeros((len(sweep), k, k), dtype=np.int64)
     for gt, keys, cam in items:
@@ -76,13 +76,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--project", type=Path, help="a finished pipeline: its params.yaml, data and esol model")
     args = ap.parse_args(argv)
 
-    from esol.cams import multiscale_cams, quantise, save_cam
-    from esol.classifier import load_model
-    from esol.config import params_from_dict
     from esol.data.layout import Dataset
-    from esol.metrics import scores
-    from esol.runtime import make_runtime
+    from esol.evaluation.metrics import scores
+    from esol.inference.cams import multiscale_cams, quantise, save_cam
+    from esol.infra.config import params_from_dict
+    from esol.infra.runtime import make_runtime
     from esol.steps import eval_seeds
+    from esol.training.classifier import load_model
 
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)

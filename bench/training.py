@@ -1,7 +1,7 @@
 """Training: steps/s of the training loop with its data loading over steps/s of the bare compute step.
 
-The loop side is ``esol.training.run_epoch`` (what ``train`` runs each epoch) over the real loader
-(``esol.training.make_loader`` over ``ClassificationSet``: JPEG read, flip, crop, normalise,
+The loop side is ``esol.training.loop.run_epoch`` (what ``train`` runs each epoch) over the real loader
+(``esol.training.loop.make_loader`` over ``ClassificationSet``: JPEG read, flip, crop, normalise,
 collate, with ``runtime.num_workers`` workers) for a classifier stage's own step function. The
 bare side is the same step, zero_grad, backward, optimizer and scheduler step on one batch
 already on the device. Target: loop >= 0.9 x bare.
@@ -38,12 +38,12 @@ def main(argv: list[str] | None = None) -> int:
         common.report(title, args, [common.Figure("training.loop_over_bare", None, TARGET)])
         return 0
 
-    from esol.classifier import build_model, param_groups
-    from esol.config import params_from_dict
     from esol.data.loaders import ClassificationSet
-    from esol.runtime import make_runtime
-    from esol.stages import set_train_mode, set_trainable, stage_step
-    from esol.training import EpochPermutation, TrainSpec, make_loader, make_optimizer, run_epoch
+    from esol.infra.config import params_from_dict
+    from esol.infra.runtime import make_runtime
+    from esol.method.stages import set_train_mode, set_trainable, stage_step
+    from esol.training.classifier import build_model, param_groups
+    from esol.training.loop import EpochPermutation, TrainSpec, make_loader, make_optimizer, run_epoch
 
     overrides = {
         "runtime": {"device": args.device, "amp": args.amp, "channels_last": "on" if args.channels_last else "off"}
@@ -68,7 +68,6 @@ def main(argv: list[str] | None = None) -> int:
         spec = TrainSpec(
             name=args.stage,
             param_groups=param_groups(model, args.stage, cfg),
-            optimizer=cfg.optimizer,
             momentum=cfg.momentum,
             weight_decay=cfg.weight_decay,
             epochs=1,

@@ -1,15 +1,24 @@
-"""``esol [--gpus N] <step> [options]``: run one pipeline step by hand, exactly as the workflow does.
+"""``esol <command>``, the one entry point: a pipeline step, or one of the commands around the pipeline.
+
+``esol [--gpus N] <step> [options]`` runs one pipeline step by hand, exactly as the workflow does.
 
 Options are generated from each step's ``run`` signature, so the command line, Snakemake and
 DVC cannot disagree on what a step reads and writes. ``--gpus N`` leases N GPUs of its own for
-the step (see ``esol.devices``) before anything imports torch; exit status 3 means no device
+the step (see ``esol.infra.devices``) before anything imports torch; exit status 3 means no device
 came free in time. With more than one device, the steps that can use several (training, CAM
-inference) run one process per device (``esol.distributed``).
+inference) run one process per device (``esol.infra.distributed``).
 ``esol STEP --help`` groups a step's options into the paths it reads, the
 paths it writes and its settings.
 
-``esol compare`` is no step: it tabulates metrics and changed params across DVC experiments and
-git revisions (``esol.compare``).
+The commands that are no step (``esol <command> --help`` for their options):
+
+* ``esol compare``: metrics and changed params across DVC experiments and git revisions;
+* ``esol show``: a finished run's headline metrics and ablation table;
+* ``esol devices``: the GPU pool, the lock directory and who holds each device;
+* ``esol study``: the ablation over several dataset seeds (``research/study.py``);
+* ``esol predict``: a trained model's label maps (or a classifier's CAMs) for new images, on a leased GPU
+  when ``--gpus`` is given;
+* ``esol example-folder DIR``: a ten-image folder dataset to try ``dataset.name: folder`` on.
 """
 
 from __future__ import annotations
@@ -24,15 +33,26 @@ import time
 import typing
 from pathlib import Path
 
-from esol import devices, distributed
-from esol.config import ConfigError, load_params
-from esol.io import InputError
-from esol.logs import setup_logging
+from esol.infra import devices, distributed
+from esol.infra.config import ConfigError, load_params
+from esol.infra.io import InputError
+from esol.infra.logs import setup_logging
+from esol.infra.numerics import TrainingDiverged
 from esol.steps import STEPS
 
 log = logging.getLogger("esol")
-USAGE = "esol [-h] [-v] [--log LOG] [--gpus N] STEP ..."
-COMMANDS = ("compare",)  # subcommands that are not pipeline steps
+USAGE = "esol [-h] [-v] [--log LOG] [--gpus N] STEP ... | esol COMMAND ..."
+# Subcommands that are not pipeline steps: the module whose main(argv) runs each, and its summary.
+COMMANDS = {
+    "compare": ("esol.reporting.compare", "metrics and changed params across DVC experiments or git revisions"),
+    "show": ("esol.reporting.show", "a finished run's headline metrics and ablation table"),
+    "devices": ("esol.infra.devices", "the GPU pool, the lock directory and who holds each device"),
+    "study": ("research.study", "the ablation over several dataset seeds (research/study.py)"),
+    "example-folder": ("esol.data.folder_example", "write a ten-image example folder dataset (dataset.name: folder)"),
+    # Runs a model: handed its arguments after the log file and the GPU lease are set up.
+    "predict": ("esol.inference.predict", "a trained model's label maps or CAMs for new images"),
+}
+LEASED_COMMANDS = ("predict",)
 
 
 def _option_help(hint, default) -> str | None:
@@ -88,15 +108,6 @@ def _add_step_parser(subparsers, name: str) -> None:
         groups[kind].add_argument(flag, metavar=pname.upper(), **kwargs)
 
 
-def _add_compare_parser(subparsers) -> None:
-    from esol import compare
-
-    parser = subparsers.add_parser(
-        "compare", help="metrics and changed params across DVC experiments or git revisions (not a step)"
-    )
-    compare.build_parser(parser)
-
-
 def _add_global_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("-v", "--verbose", action="store_true")
     parser.add_argument("--log", type=Path, help="send logging and progress bars (stderr) to this file")
@@ -131,20 +142,21 @@ def build_parser() -> argparse.ArgumentParser:
         epilog="`esol STEP --help` lists what a step reads and writes.",
     )
     _add_global_options(parser)
-    subparsers = parser.add_subparsers(dest="step", required=True, metavar="STEP")
+    subparsers = parser.add_subparsers(dest="step", required=True, metavar="STEP | COMMAND")
     for name in STEPS:
         _add_step_parser(subparsers, name)
-    _add_compare_parser(subparsers)
+    for name, (_, summary) in COMMANDS.items():  # listed only: main() hands their arguments on
+        subparsers.add_parser(name, help=f"{summary} (no step)", add_help=False)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     command = _command_index(argv)
-    if command < len(argv) and argv[command] == "compare":
-        from esol import compare  # needs neither torch nor a GPU lease
-
-        return compare.main(argv[command + 1 :])
+    if command < len(argv) and argv[command] in COMMANDS and argv[command] not in LEASED_COMMANDS:
+        # Handed their arguments as they are: they need neither the steps (torch) nor a GPU lease.
+        module = importlib.import_module(COMMANDS[argv[command]][0])
+        return module.main(argv[command + 1 :])
     # Log file and GPU lease first: building the full parser imports every step, and so torch,
     # which must not start CUDA before CUDA_VISIBLE_DEVICES names the leased devices.
     early = _global_options(argv)
@@ -159,7 +171,7 @@ def main(argv: list[str] | None = None) -> int:
         except devices.DeviceError as exc:
             log.error("GPU lease failed: %s", exc)
             return 3
-        # One process per device the step got (steps that can use several: see esol.distributed).
+        # One process per device the step got (steps that can use several: see esol.infra.distributed).
         try:
             world = distributed.world_size_for_lease(early.gpus, os.environ)
         except ConfigError as exc:
@@ -168,6 +180,10 @@ def main(argv: list[str] | None = None) -> int:
         os.environ[distributed.ENV_WORLD_SIZE] = str(world)
         if world > 1:
             log.info("%s=%d: training and CAM steps use %d processes", distributed.ENV_WORLD_SIZE, world, world)
+    if command < len(argv) and argv[command] == "predict":
+        from esol.inference import predict  # after the GPU lease: it runs a model
+
+        return predict.main(argv[command + 1 :], logging_ready=True)
     args = build_parser().parse_args(argv)
     kwargs = {k: v for k, v in vars(args).items() if k not in ("step", "verbose", "params", "log", "gpus")}
     started = time.perf_counter()
@@ -178,6 +194,9 @@ def main(argv: list[str] | None = None) -> int:
     except (ConfigError, InputError) as exc:
         log.error("%s failed: %s", args.step, exc)
         return 2
+    except TrainingDiverged as exc:
+        log.error("%s failed: training diverged: %s", args.step, exc)
+        return 4
     log.info("%s done in %.1f s", args.step, time.perf_counter() - started)
     return 0
 

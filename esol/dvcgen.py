@@ -1,8 +1,9 @@
 """Generate ``dvc.yaml`` from the Snakemake workflow, so the two pipelines cannot drift.
 
 Every job of the Snakemake DAG (built for the params on disk) becomes one DVC stage with the
-same command, dependencies, outputs and params sections. Run ``python -m esol.dvcgen`` (or
-``make dvc.yaml``) after changing a rule; a test fails when the committed file is stale.
+same command (but ``--threads 0``: the machine's CPUs), dependencies, outputs and params
+sections. Run ``python -m esol.dvcgen`` (or ``make dvc.yaml``) after changing a rule; a test
+fails when the committed file is stale.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ import argparse
 import contextlib
 import io
 import os
+import re
 import sys
 from pathlib import Path
 from typing import Any
@@ -65,6 +67,8 @@ def _name(job: Any) -> str:
 def _stage(job: Any) -> tuple[str, dict[str, Any]]:
     name = _name(job)
     cmd = " ".join(job.shellcmd.split()).replace(sys.executable, "python")
+    # DVC runs one stage at a time: a step with several processes takes every usable CPU.
+    cmd = re.sub(r"--threads \d+", "--threads 0", cmd)
     # A dvclive folder is declared to DVC as its plots subfolder (below); depend on that same path.
     deps = sorted(
         dict.fromkeys(f"{p}/plots/metrics" if str(p).startswith("results/live/") else str(p) for p in job.input)

@@ -1,11 +1,14 @@
 from __future__ import annotations
 
+import contextlib
+import socket
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import yaml
 
-from esol.config import Params, deep_merge, params_from_dict
+from esol.infra.config import Params, deep_merge, params_from_dict
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -57,3 +60,34 @@ def file_server():
     server = FileServer().start()
     yield server
     server.stop()
+
+
+@contextlib.contextmanager
+def blocked_network() -> Iterator[list]:
+    """Inside: every TCP/UDP connection and name lookup fails (Unix sockets, which data-loader
+    workers use, still work). Yields the list of attempts."""
+    attempts: list = []
+    real_connect, real_connect_ex, real_lookup = socket.socket.connect, socket.socket.connect_ex, socket.getaddrinfo
+
+    def refuse(self, address):
+        if self.family in (socket.AF_INET, socket.AF_INET6):
+            attempts.append(address)
+            raise OSError(f"network blocked by the test: {address}")
+        return real_connect(self, address)
+
+    def no_lookup(host, *args, **kwargs):
+        attempts.append(host)
+        raise socket.gaierror(f"name lookup blocked by the test: {host}")
+
+    socket.socket.connect, socket.socket.connect_ex, socket.getaddrinfo = refuse, refuse, no_lookup
+    try:
+        yield attempts
+    finally:
+        socket.socket.connect, socket.socket.connect_ex, socket.getaddrinfo = real_connect, real_connect_ex, real_lookup
+
+
+@pytest.fixture
+def no_network():
+    """The test runs with the network blocked (:func:`blocked_network`); the fixture is the attempt list."""
+    with blocked_network() as attempts:
+        yield attempts

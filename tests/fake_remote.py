@@ -18,7 +18,7 @@ import scipy.io
 from PIL import Image
 
 from esol.data.download import RemoteFile
-from esol.io import voc_palette
+from esol.infra.io import voc_palette
 
 
 class FileServer:

@@ -48,8 +48,12 @@ def env(root: Path) -> dict[str, str]:
     return variables
 
 
-def run(root: Path, *args: str, check: bool = True, timeout: int = 900) -> subprocess.CompletedProcess:
-    result = subprocess.run(list(args), cwd=root, env=env(root), capture_output=True, text=True, timeout=timeout)
+def run(
+    root: Path, *args: str, check: bool = True, timeout: int = 900, extra_env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess:
+    """Run ``args`` in ``root`` (``extra_env``: variables set on top of the project's environment)."""
+    variables = {**env(root), **(extra_env or {})}
+    result = subprocess.run(list(args), cwd=root, env=variables, capture_output=True, text=True, timeout=timeout)
     if check and result.returncode != 0:
         raise AssertionError(
             f"{' '.join(args)} failed ({result.returncode}):\n{result.stdout[-3000:]}\n{result.stderr[-5000:]}"

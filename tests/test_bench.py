@@ -17,6 +17,15 @@ FIGURES = {
     "crf": ["crf.serial_cost_over_bare", "crf.parallel_speedup_per_core", "crf.parallel_speedup_over_ideal"],
     "confusion": ["evaluation.confusion_over_bincount[96x96_k7]", "evaluation.confusion_over_bincount[500x375_k21]"],
     "storage": ["storage.bytes_over_irn_float32", "storage.seed_miou_delta_points"],
+    "eval_seg": ["eval_seg.step_over_bare[configured scales]", "eval_seg.step_over_bare[0.5,1.0,1.5]"],
+    "folder": [
+        "folder.read_seconds",
+        "folder.read_cpu_seconds",
+        "folder.read_over_bare",
+        "folder.prepare_seconds",
+        "folder.read_with_masks_seconds",
+    ],
+    "irn": ["irn.sem_seg_over_bare_walk"],
 }
 
 
@@ -86,3 +95,18 @@ def test_pipeline_times_reads_benchmark_files(tmp_path, capsys):
     assert rows == ["train_cam", "make_cam_esol"]  # pipeline order, not file order
     assert "sum of jobs" in out and "15.8" in out
     assert "FIGURE pipeline.wall_s: 100 " in out
+
+
+def test_cost_bench_runs_at_a_tiny_size_and_prints_each_side(capsys):
+    from bench import cost
+
+    assert cost.main(["--quick", "--device", "cpu", "--threads", "1"]) == 0
+    out = capsys.readouterr().out
+    expected = [
+        f"cost.esol_over_floor[cpu,{size},{mode}]"
+        for size in cost.QUICK_SIZES
+        for mode in ("forward", "forward+backward")
+    ]
+    assert sorted(figure_lines(out)) == sorted(expected), out
+    for side in ("esol", "esol_dense", "irn", "floor", "esol_over_irn", "head_share", "esol_dense_over_floor"):
+        assert f"{side} " in out, out

@@ -12,7 +12,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from esol.compare import collect, table
+from esol.reporting.compare import collect, table
 
 from .conftest import REPO
 
@@ -51,7 +51,7 @@ def test_table_shows_changed_params_and_headline_metrics():
 
 
 def test_table_picks_metrics_by_name_and_names_unknown_ones():
-    from esol.compare import CompareError
+    from esol.reporting.compare import CompareError
 
     frame = table(collect(exp_show_json()), metrics=["seeds/cam.miou"])
     assert list(frame.index) == ["param   eval_seeds.threshold", "metric  seeds/cam.miou"]

@@ -5,8 +5,8 @@ import sys
 import pytest
 import yaml
 
-from esol import config
-from esol.config import ConfigError, load_params, params_from_dict
+from esol.infra import config
+from esol.infra.config import ConfigError, load_params, params_from_dict
 
 from .conftest import REPO, smoke_params_dict
 
@@ -24,6 +24,33 @@ def test_every_schema_section_has_a_typed_dataclass_with_the_same_keys():
         assert fields == set(schema["properties"][name]["properties"]), name
         assert fields == set(schema["properties"][name]["required"]), name
     assert set(config._SECTION_TYPES) == set(schema["properties"]) - {"recipes"}
+
+
+def _schema_properties(node: dict, path: str = ""):
+    """Every (dotted key, property schema) pair below ``node``, sections before their keys."""
+    for name, prop in node.get("properties", {}).items():
+        key = f"{path}.{name}" if path else name
+        yield key, prop
+        yield from _schema_properties(prop, key)
+
+
+def test_every_key_is_documented_once_in_the_schema_with_the_shipped_value_as_its_default():
+    """The schema is the one place a key is documented: each property has a description, each key
+    (a property without sub-properties) a default equal to params.yaml's value. Recipes are data
+    over those keys, so their entries have a description only."""
+    shipped = yaml.safe_load((REPO / "params.yaml").read_text())
+    checked = 0
+    for key, prop in _schema_properties(config.load_schema()):
+        assert prop.get("description", "").strip(), f"{key}: no description"
+        if "properties" in prop or key.startswith("recipes"):
+            continue
+        value = shipped
+        for part in key.split("."):
+            value = value[part]
+        assert "default" in prop, f"{key}: no default"
+        assert prop["default"] == value and type(prop["default"]) is type(value), f"{key}: default != params.yaml"
+        checked += 1
+    assert checked > 60
 
 
 @pytest.mark.parametrize(
@@ -66,6 +93,8 @@ def test_cli_refuses_bad_params_with_nonzero_exit(tmp_path):
             "prepare_data",
             "--params",
             str(bad),
+            "--sources",
+            str(tmp_path / "sources.json"),
             "--out-dir",
             str(out),
             "--metrics",

@@ -2,8 +2,8 @@ import dataclasses
 
 import numpy as np
 
-from esol.crf import crf_label_inference, pseudo_label
-from esol.io import IGNORE_LABEL
+from esol.infra.io import IGNORE_LABEL
+from esol.refine.crf import crf_label_inference, pseudo_label
 
 
 def blurry_seed_case(smoke_dataset):
@@ -57,8 +57,8 @@ def test_refine_step_takes_a_variants_own_thresholds(smoke_dataset, tmp_path):
     esol's thresholds (0.03 / 0.01) and background under the section's (0.06 / 0.02)."""
     from PIL import Image
 
-    from esol.cams import save_cam
-    from esol.config import params_from_dict
+    from esol.inference.cams import save_cam
+    from esol.infra.config import params_from_dict
     from esol.steps import refine_crf
 
     from .conftest import smoke_params_dict

@@ -1,4 +1,4 @@
-"""GPU leases (esol.devices): each GPU job gets devices of its own, without a GPU in sight.
+"""GPU leases (esol.infra.devices): each GPU job gets devices of its own, without a GPU in sight.
 
 Devices are simulated with ESOL_NUM_GPUS; locks live in the test's temporary directory. Only a
 few processes are started, none of which imports torch.
@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from esol import devices
+from esol.infra import devices
 
 from .conftest import REPO
 
@@ -31,8 +31,8 @@ import os
 import sys
 import time
 
-from esol import devices
-from esol.logs import setup_logging
+from esol.infra import devices
+from esol.infra.logs import setup_logging
 
 out, gpus, seconds = sys.argv[1], int(sys.argv[2]), float(sys.argv[3])
 setup_logging()
@@ -134,7 +134,7 @@ def test_waits_for_a_device_to_come_free(job_env, locks, caplog):
     busy = devices.claim(2, env=job_env(2))
     threading.Timer(0.6, busy.release).start()
     env = job_env(2)
-    with caplog.at_level(logging.INFO, logger="esol.devices"):
+    with caplog.at_level(logging.INFO, logger="esol.infra.devices"):
         lease = devices.claim(1, env=env, timeout=20)
     assert lease.devices == ("0",) and env[devices.VISIBLE] == "0"
     assert lease.waited >= 0.5
@@ -168,7 +168,7 @@ def test_cuda_visible_devices_is_the_pool(job_env):
 
 def test_more_than_the_pool_leases_the_pool(job_env, caplog):
     env = job_env(2)
-    with caplog.at_level(logging.WARNING, logger="esol.devices"):
+    with caplog.at_level(logging.WARNING, logger="esol.infra.devices"):
         assert devices.claim(3, env=env).devices == ("0", "1")
     assert "only 2 available" in caplog.text
 
@@ -184,7 +184,7 @@ def test_zero_gpus_hides_all(job_env, locks):
 @pytest.mark.parametrize("hidden", [{devices.ENV_NUM_GPUS: "0"}, {devices.VISIBLE: ""}, {devices.VISIBLE: "-1"}])
 def test_no_gpu_falls_back_to_cpu(job_env, locks, caplog, hidden):
     env = job_env(None, **hidden)
-    with caplog.at_level(logging.INFO, logger="esol.devices"):
+    with caplog.at_level(logging.INFO, logger="esol.infra.devices"):
         assert devices.claim(1, env=env) is None
     assert env[devices.VISIBLE] == ""
     assert [r.getMessage() for r in caplog.records if "running on CPU" in r.getMessage()]
@@ -272,7 +272,7 @@ def test_cli_leases_before_torch_is_imported(tmp_path, locks):
     """`esol --gpus N <step>` takes its lease before anything imports torch (stopped right there)."""
     code = (
         "import json, sys\n"
-        "from esol import devices\n"
+        "from esol.infra import devices\n"
         "def claim(n, **kwargs):\n"
         "    print(json.dumps({'n': n, 'torch': 'torch' in sys.modules}), flush=True)\n"
         "    raise SystemExit(0)\n"
@@ -313,7 +313,8 @@ def test_cli_runs_the_step_on_its_leased_device(monkeypatch, locks, tmp_path):
     monkeypatch.setattr(prepare_data, "run", fake_run)
     monkeypatch.setattr(cli, "setup_logging", lambda verbose=False: None)
     other = devices.claim(1, env={devices.ENV_NUM_GPUS: "2", devices.ENV_LOCK_DIR: str(locks)})
-    argv = ["--gpus", "1", "prepare_data", "--params", str(REPO / "params.yaml"), "--out-dir", "d", "--metrics", "m"]
+    argv = ["--gpus", "1", "prepare_data", "--params", str(REPO / "params.yaml"), "--sources", "s"]
+    argv += ["--out-dir", "d", "--metrics", "m"]
     assert cli.main(argv) == 0
     assert seen["visible"] == "1" and other.devices == ("0",)
     assert "gpus" not in seen["kwargs"]

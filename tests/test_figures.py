@@ -7,8 +7,8 @@ import pytest
 import yaml
 from PIL import Image
 
-from esol.cams import save_cam
-from esol.io import voc_palette, write_json, write_label_png
+from esol.inference.cams import save_cam
+from esol.infra.io import voc_palette, write_json, write_label_png
 
 from .conftest import REPO
 
@@ -35,8 +35,8 @@ def _seed_metrics(variant: str, classes: list[str], shift: float) -> dict:
 def figure_inputs(smoke_dataset, smoke_params, tmp_path):
     """Every input of make_figures, made up: random CAMs, ground truth as pseudo labels, an
     untrained segmentation net, hand-written metrics and training curves."""
-    from esol import checkpoint
-    from esol.segmentation import build_seg_model
+    from esol.segmentation.network import build_seg_model
+    from esol.training import checkpoint
 
     ds = smoke_dataset
     ids = ds.ids("train")[:3]
@@ -117,7 +117,7 @@ def test_make_figures_draws_every_figure_and_table(figure_inputs, smoke_params, 
 
 
 def test_labels_are_drawn_in_the_voc_palette():
-    from esol.steps.make_figures import colorize
+    from esol.reporting.plots import colorize
 
     label = np.array([[0, 1], [2, 255]], dtype=np.uint8)
     rgb = colorize(label)

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from esol.metrics import confusion, scores
+from esol.evaluation.metrics import confusion, scores
 
 
 def test_confusion_ignores_255_and_counts_by_class():

@@ -48,7 +48,12 @@ def test_snakemake_writes_the_metrics_contract(project):
     assert "recall_at_cam_precision,precision_at_expansion_recall" in table[0]
     assert [row.split(",")[0] for row in table[1:]] == ["cam", "expansion", "shrinkage", "esol"]
     assert len(list((project / "results/figures/samplers").glob("*.png"))) == 4
-    for log in ("train_cam", "make_cam_esol", "refine_crf_esol", "train_seg"):
+    assert "irn_mask_miou,irn_mask_precision,irn_mask_recall" in table[0]
+    for variant in ("cam", "esol"):
+        irn = metrics(project, f"pseudo_labels/{variant}_irn")
+        assert irn["variant"] == f"{variant}_irn" and irn["uncertain_percent"] == 0  # no uncertain band
+    assert len(list((project / "results/figures/refinement").glob("*.png"))) == 6
+    for log in ("train_cam", "make_cam_esol", "refine_crf_esol", "train_seg_cam", "train_seg_esol"):
         assert (project / "logs" / f"{log}.log").stat().st_size > 0
 
 
@@ -60,6 +65,23 @@ def test_segmentation_is_scored_against_the_all_background_baseline(project):
     assert seg["recall"] > 0
 
 
+def test_the_ablation_carries_a_segmentation_net_per_variant(project):
+    import pandas as pd
+
+    table = pd.read_csv(project / "results" / "metrics" / "ablation.csv").set_index("variant")
+    final = metrics(project, "segmentation")
+    for variant in ("cam", "esol"):
+        seg = json.loads((project / "results/metrics/segmentation" / f"{variant}.json").read_text())
+        assert seg["variant"] == variant
+        for key in ("miou", "precision", "recall", "miou_single_scale", "miou_crf"):
+            assert table.loc[variant, f"seg_{key}"] == seg[key]
+    assert table[["seg_miou"]].loc[["expansion", "shrinkage"]].isna().all().all()
+    assert final == json.loads((project / "results/metrics/segmentation/esol.json").read_text())
+    seg_pt, seg_esol = (project / "results/models" / name for name in ("seg.pt", "seg_esol.pt"))
+    assert seg_pt.read_bytes() == seg_esol.read_bytes()
+    assert len(list((project / "results/predictions/val_cam").glob("*.png"))) == 24
+
+
 def test_variants_write_different_cams(project):
     a = (project / "results/cams/cam").glob("*.npz")
     name = sorted(a)[0].name
@@ -69,12 +91,12 @@ def test_variants_write_different_cams(project):
 def test_crf_sweep_scores_each_variant_at_each_threshold_pair(project, tmp_path):
     out = tmp_path / "crf_sweep.csv"
     args = ("--root", str(project), "--limit", "4", "--fg", "0.2", "0.3", "--gap", "0.1", "--processes", "1")
-    run(project, sys.executable, "-m", "esol.crf_sweep", *args, "--out", str(out))
+    run(project, sys.executable, "-m", "research.crf_sweep", *args, "--out", str(out))
     rows = out.read_text().splitlines()
     assert rows[0] == "variant,fg_threshold,bg_threshold,miou,precision,recall"
     assert sorted(row.split(",")[0] for row in rows[1:]) == ["cam", "cam", "esol", "esol"]
     assert all(0 < float(row.split(",")[3]) <= 100 for row in rows[1:])
-    missing = run(project, sys.executable, "-m", "esol.crf_sweep", *args, "--variants", "nope", check=False)
+    missing = run(project, sys.executable, "-m", "research.crf_sweep", *args, "--variants", "nope", check=False)
     assert missing.returncode == 2 and "no CAMs for nope" in missing.stderr
 
 
@@ -126,8 +148,13 @@ def test_dvc_experiment_reruns_only_shrinkage_and_dependants(project):
         "eval_seeds-esol",
         "refine_crf-esol",
         "eval_pseudo_labels-esol",
-        "train_seg",
-        "eval_seg",
+        "train_irn-esol",
+        "make_sem_seg-esol",
+        "eval_irn_masks-esol",
+        "plot_refinement",
+        "train_seg-esol",
+        "eval_seg-esol",
+        "final_seg_model",
         "summarize",
         "plot_samplers",
         "make_figures",

@@ -6,7 +6,7 @@ import io
 
 
 def test_progress_in_a_log_file_is_one_line_per_update(monkeypatch):
-    from esol import progress
+    from esol.infra import progress
 
     monkeypatch.setattr(progress, "LOG_INTERVAL", 0.0)
     stream = io.StringIO()
@@ -22,7 +22,7 @@ def test_progress_in_a_log_file_is_one_line_per_update(monkeypatch):
 
 
 def test_progress_in_a_log_file_is_rate_limited():
-    from esol import progress
+    from esol.infra import progress
 
     stream = io.StringIO()
     for _ in progress.tqdm(range(10_000), desc="fast", file=stream, mininterval=0.01):
@@ -33,7 +33,7 @@ def test_progress_in_a_log_file_is_rate_limited():
 
 
 def test_progress_on_a_terminal_is_tqdm_as_usual():
-    from esol import progress
+    from esol.infra import progress
 
     class Terminal(io.StringIO):
         def isatty(self):
@@ -48,7 +48,7 @@ def test_progress_on_a_terminal_is_tqdm_as_usual():
 
 
 def test_a_short_transient_bar_writes_nothing_to_a_log_file():
-    from esol import progress
+    from esol.infra import progress
 
     stream = io.StringIO()
     for _ in progress.tqdm(range(100), desc="epoch 1/10", file=stream, leave=False):

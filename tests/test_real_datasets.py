@@ -13,17 +13,17 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from esol.config import params_from_dict
 from esol.data import real
 from esol.data.coco import annotation_mask, rle_counts_from_string, rle_decode
 from esol.data.download import RemoteFile
 from esol.data.layout import Dataset
-from esol.data.voc import TRAIN_AUG_SIZE, VOC_CLASSES, train_aug_ids
-from esol.io import InputError, write_json, write_label_png, write_text
-from esol.steps import prepare_data
+from esol.data.voc import TRAIN_AUG_SIZE, VOC_CLASSES, shipped_train_aug, train_aug_ids
+from esol.infra.config import params_from_dict
+from esol.infra.io import InputError, write_json, write_label_png, write_text
+from esol.steps import download_data, prepare_data
 
 from . import fake_remote as fake
-from .conftest import smoke_params_dict
+from .conftest import blocked_network, smoke_params_dict
 
 
 def serve_registry(server, monkeypatch, name: str, archives: dict[str, bytes]) -> None:
@@ -42,9 +42,16 @@ def voc_archives() -> dict[str, bytes]:
     return {"VOCtrainval_11-May-2012.tar": voc_tar, "benchmark.tgz": sbd_tgz}
 
 
-def run_prepare_step(name: str, root: Path, downloads: Path) -> dict:
-    params = params_from_dict({**smoke_params_dict(), "dataset": {"name": name, "seed": 0}})
-    return prepare_data.run(params, out_dir=root / "dataset", metrics=root / "data.json", downloads=downloads)
+def run_prepare_step(name: str, root: Path, downloads: Path, sbd: bool = True) -> dict:
+    """download_data, then prepare_data with the network blocked (it converts, it fetches nothing)."""
+    params = params_from_dict({**smoke_params_dict(), "dataset": {"name": name, "seed": 0, "sbd": sbd}})
+    download_data.run(params, out=root / "sources.json", downloads=downloads)
+    with blocked_network() as attempts:
+        summary = prepare_data.run(
+            params, sources=root / "sources.json", out_dir=root / "dataset", metrics=root / "data.json"
+        )
+    assert attempts == []
+    return summary
 
 
 def test_voc_end_to_end(file_server, tmp_path, monkeypatch):
@@ -122,9 +129,19 @@ def test_train_aug_count_is_checked_on_the_full_lists():
     sbd_val = [f"s{i}" for i in range(2857)]  # nothing new: 1,464 + 7,798 = 9,262
     with pytest.raises(InputError, match="10582"):
         train_aug_ids(voc_train, voc_val, sbd_train, sbd_val)
-    sbd_val = [f"w{i}" for i in range(1320)] + voc_val[:1000] + voc_train[:537]  # 1,320 new ids
-    assert len(train_aug_ids(voc_train, voc_val, sbd_train, sbd_val)) == TRAIN_AUG_SIZE
+    sbd_val = [f"w{i}" for i in range(1320)] + voc_val[:1000] + voc_train[:537]  # 1,320 new ids: 10,582
+    with pytest.raises(InputError, match=r"differs from .*voc12_train_aug\.txt: 10582 id"):
+        train_aug_ids(voc_train, voc_val, sbd_train, sbd_val)  # the right count, not the right ids
     assert len(train_aug_ids(voc_train[:3], voc_val, sbd_train, sbd_val)) != TRAIN_AUG_SIZE  # partial lists: no check
+
+
+def test_train_aug_derived_from_the_full_lists_is_the_shipped_one():
+    shipped = shipped_train_aug()
+    assert len(shipped) == TRAIN_AUG_SIZE == len(set(shipped)) and shipped == sorted(shipped)
+    voc_train, others = shipped[:1464], shipped[1464:]
+    voc_val = [f"2099_{i:06d}" for i in range(1449)]
+    sbd_train, sbd_val = others[:8498], others[8498:] + voc_val + voc_train[:788]
+    assert train_aug_ids(voc_train, voc_val, sbd_train, sbd_val) == shipped
 
 
 def test_genuine_voc_sample_through_the_reader(file_server, tmp_path, monkeypatch):
@@ -265,3 +282,54 @@ def test_layout_image_dir_outside_the_root(tmp_path):
     write_json(root / "meta.json", {**json.loads((root / "meta.json").read_text()), "image_dir": "../moved"})
     with pytest.raises(InputError, match=r"moved: image_dir of .*meta\.json is not a directory"):
         Dataset(root).check()
+
+
+# ------------------------------------------------------------------------- VOC without SBD, errors
+
+
+def test_voc_without_sbd_uses_the_shipped_list_and_downloads_no_sbd(file_server, tmp_path, monkeypatch):
+    from esol.data import voc
+
+    monkeypatch.delenv(real.DATA_DIR_ENV, raising=False)
+    serve_registry(file_server, monkeypatch, "voc12", voc_archives())
+    shipped = tmp_path / "train_aug.txt"  # the shipped list, cut to the fake tree's images
+    shipped.write_text("".join(f"{i}\n" for i in fake.TRAIN_AUG))
+    monkeypatch.setattr(voc, "SHIPPED_TRAIN_AUG", shipped)
+    summary = run_prepare_step("voc12", tmp_path, tmp_path / "downloads", sbd=False)
+    assert [path for path, _ in file_server.requests] == ["/mirror/VOCtrainval_11-May-2012.tar"]
+    assert summary["splits"] == {"train_aug": len(fake.TRAIN_AUG), "train": 2, "val": 1}
+    ds = Dataset(tmp_path / "dataset")
+    assert ds.ids("train_aug") == fake.TRAIN_AUG and ds.meta["sbd"] is False
+    assert not ds.mask_path("2008_000002").exists()  # train_aug only: no mask without SBD
+    np.testing.assert_array_equal(ds.mask("2007_000039"), fake.voc_expected()["2007_000039"][1])
+
+
+def test_voc_without_sbd_on_an_incomplete_tree_says_so(tmp_path, monkeypatch):
+    from esol.data.voc import prepare_voc
+
+    tree = tmp_path / "tree"
+    with tarfile.open(fileobj=io.BytesIO(voc_archives()["VOCtrainval_11-May-2012.tar"])) as tar:
+        fake.write_tree(tree, {m.name: tar.extractfile(m).read() for m in tar if m.isfile()})
+    with pytest.raises(InputError, match=r"JPEGImages: 105[0-9]{2} of the 10582 train_aug images .* are missing"):
+        prepare_voc(tmp_path / "dataset", tree / real.VOC_ROOT, None)
+
+
+def test_esol_data_dir_without_the_tree_names_what_it_looked_for(file_server, tmp_path, monkeypatch):
+    serve_registry(file_server, monkeypatch, "voc12", voc_archives())
+    (tmp_path / "staged").mkdir()
+    monkeypatch.setenv(real.DATA_DIR_ENV, str(tmp_path / "staged"))
+    with pytest.raises(InputError) as caught:
+        real.download("voc12", tmp_path / "downloads", sbd=False)
+    message = str(caught.value)
+    assert f"ESOL_DATA_DIR={tmp_path / 'staged'}" in message
+    assert str(tmp_path / "staged" / real.VOC_ROOT / "ImageSets/Segmentation/val.txt") in message
+    assert file_server.requests == []  # nothing downloaded behind the user's back
+
+
+def test_voc_object_name_outside_the_classes_is_an_error_naming_the_file(tmp_path):
+    from esol.data.voc import image_labels
+
+    xml = tmp_path / "2007_000001.xml"
+    xml.write_bytes(fake.voc_xml("2007_000001", [("person", 0), ("unicorn", 0)]))
+    with pytest.raises(InputError, match=r"2007_000001\.xml: object name 'unicorn' is not a VOC class"):
+        image_labels(xml)

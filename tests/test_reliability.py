@@ -16,9 +16,9 @@ import psutil
 import pytest
 import torch
 
-from esol import checkpoint
 from esol.cli import main as esol_main
-from esol.io import InputError
+from esol.infra.io import InputError
+from esol.training import checkpoint
 
 from .conftest import REPO, smoke_params_dict
 from .pipeline_project import env, make_project, run
@@ -57,8 +57,8 @@ def assert_refused(code, capsys, culprit, outputs) -> str:
 
 def fake_cams(dataset_root, out):
     """CAM files as make_cam writes them, from the ground truth (no model needed)."""
-    from esol.cams import save_cam
     from esol.data.layout import Dataset
+    from esol.inference.cams import save_cam
 
     ds = Dataset(dataset_root)
     out.mkdir(parents=True)
@@ -118,7 +118,7 @@ def test_missing_mask_is_named(dataset_copy, params_file, tmp_path, capsys, smok
 
 
 def test_mask_with_out_of_range_class_is_named(dataset_copy, params_file, tmp_path, capsys, smoke_dataset):
-    from esol.io import write_label_png
+    from esol.infra.io import write_label_png
 
     fake_cams(dataset_copy, tmp_path / "cams")
     image_id = smoke_dataset.ids("train")[0]
@@ -172,8 +172,8 @@ def test_label_naming_an_unknown_class_is_named(dataset_copy, params_file, tmp_p
 def test_checkpoint_of_another_architecture_is_named(dataset_copy, params_file, tmp_path, capsys):
     from dataclasses import replace
 
-    from esol.config import load_params
-    from esol.model import ESOLNet
+    from esol.infra.config import load_params
+    from esol.method.model import ESOLNet
 
     params = load_params(params_file)
     other = ESOLNet(replace(params.model, width=8), 3)
@@ -314,7 +314,7 @@ def test_killed_steps_resume_and_match_an_uninterrupted_run(tmp_path, smoke_proj
 
 
 def test_partial_work_from_other_settings_is_discarded(tmp_path):
-    from esol.io import atomic_dir
+    from esol.infra.io import atomic_dir
 
     out = tmp_path / "cams"
     with pytest.raises(RuntimeError), atomic_dir(out, "settings-a") as partial:

@@ -1,4 +1,4 @@
-"""Several devices per step (esol.distributed), simulated on CPU, and the SLURM profile for real.
+"""Several devices per step (esol.infra.distributed), simulated on CPU, and the SLURM profile for real.
 
 The multi-device tests spawn two gloo processes on CPU, each of which imports torch: about 10 s
 per launch.
@@ -24,10 +24,11 @@ import torch.nn.functional as F
 import yaml
 from torch.utils.data import Dataset as TorchDataset
 
-from esol import checkpoint, distributed
-from esol.config import ConfigError
-from esol.runtime import Runtime
-from esol.training import EpochPermutation, TrainSpec, train
+from esol.infra import distributed
+from esol.infra.config import ConfigError
+from esol.infra.runtime import Runtime
+from esol.training import checkpoint
+from esol.training.loop import EpochPermutation, TrainSpec, train
 
 CPU = Runtime(device=torch.device("cpu"), amp_dtype=None, channels_last=False)
 
@@ -134,7 +135,6 @@ def train_tiny(out: Path, epochs: int = 3, fail_at_epoch: int | None = None, tag
     spec = TrainSpec(
         name="tiny",
         param_groups=[{"params": list(model.parameters()), "lr": 0.05}],
-        optimizer="sgd",
         momentum=0.9,
         weight_decay=1e-4,
         epochs=epochs,
@@ -213,7 +213,7 @@ def test_ddp_matches_single_process_training_on_the_same_total_batch(ddp_run, tm
 
 def test_np_savez_does_not_depend_on_the_time(tmp_path, monkeypatch):
     """CAM files are compared byte for byte: the zip entries must carry no timestamp of their own."""
-    from esol.cams import save_cam
+    from esol.inference.cams import save_cam
 
     keys, cams = np.array([1, 3]), np.arange(2 * 5 * 7, dtype=np.uint8).reshape(2, 5, 7)
     save_cam(tmp_path / "a.npz", keys, cams)
@@ -226,8 +226,8 @@ def test_np_savez_does_not_depend_on_the_time(tmp_path, monkeypatch):
 
 
 def test_cam_workers_write_the_files_of_a_single_process(smoke_dataset, smoke_params, tmp_path, monkeypatch):
-    from esol.classifier import build_model
     from esol.steps import make_cam
+    from esol.training.classifier import build_model
 
     torch.manual_seed(0)
     model = build_model(smoke_params, smoke_dataset)  # untrained is enough: the same weights everywhere

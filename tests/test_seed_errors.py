@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from esol.seed_errors import SeedErrors, band_names, fp_share_within
+from esol.evaluation.seed_errors import SeedErrors, band_names, fp_share_within
 
 
 def scene():

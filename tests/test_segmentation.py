@@ -2,7 +2,7 @@
 
 import pytest
 
-from esol.config import params_from_dict
+from esol.infra.config import params_from_dict
 from esol.steps import eval_seg, train_seg
 
 from .conftest import smoke_params_dict
@@ -29,3 +29,8 @@ def test_segmentation_net_beats_all_background_on_val(smoke_dataset, tmp_path):
     assert result["miou"] > result["all_background_miou"] + 5
     assert result["per_class"]["background"] > 50
     assert len(list((tmp_path / "pred").glob("*.png"))) == len(smoke_dataset.ids("val"))
+    # scale 1.0 + flip (the default): the plain single-scale scores and the CRF's come beside
+    for key in ("single_scale", "crf"):
+        assert result[f"miou_{key}"] == result[key]["miou"] > result["all_background_miou"]
+        assert {"precision", "recall", "per_class"} <= set(result[key])
+    assert result["variant"] == "esol" and result["scales"] == [1.0] and result["flip"] is True

@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import json
 import math
+from pathlib import Path
+from types import SimpleNamespace
 
 import pandas as pd
 import pytest
+import yaml
 
-from esol.steps.summarize import ablation_table, value_at
-from esol.study import relations
+from esol.reporting.ablation import ablation_table, value_at
+from research.study import relations
 
 
 def curve(points):
@@ -106,23 +109,56 @@ def test_relations_judge_each_view_on_its_own_numbers():
     assert checks.loc[(1, "matched operating point"), "expansion_recall_above_cam"]
 
 
-def test_study_overrides_set_existing_keys_and_name_a_wrong_one():
-    from esol.study import apply_overrides
+def test_study_configfile_is_an_overlay_passed_to_snakemake_with_the_seed(tmp_path, monkeypatch):
+    """--configfile FILE goes, with each seed's dataset.seed, into the seed copy's study.yaml, which
+    Snakemake reads through its own --configfile; params.yaml is copied unchanged."""
+    from research import study
 
-    params = {"synthetic": {"body_tint": 0.0}, "train_shrinkage": {"epochs": 1}}
-    apply_overrides(params, ["synthetic.body_tint=0.3", "train_shrinkage.epochs=2"])
-    assert params == {"synthetic": {"body_tint": 0.3}, "train_shrinkage": {"epochs": 2}}
-    with pytest.raises(SystemExit, match=r"synthetic\.body_tnt"):
-        apply_overrides(params, ["synthetic.body_tnt=0.3"])
+    from .conftest import REPO
+
+    overlay = tmp_path / "ctx.yaml"
+    overlay.write_text("synthetic:\n  context_prob: 0.5\ntrain_shrinkage:\n  epochs: 2\n")
+    calls = []
+
+    def fake_snakemake(command, cwd, check):
+        calls.append((command, Path(cwd)))
+        raise SystemExit("stop after the first seed")
+
+    monkeypatch.chdir(REPO)
+    monkeypatch.setattr(study, "subprocess", SimpleNamespace(run=fake_snakemake))
+    with pytest.raises(SystemExit, match="stop after"):
+        study.main(["--seeds", "4", "--configfile", str(overlay), "--workdir", str(tmp_path / "work")])
+    ((command, cwd),) = calls
+    assert command[command.index("--configfile") + 1] == "study.yaml" and cwd == tmp_path / "work" / "seed-4"
+    assert yaml.safe_load((cwd / "study.yaml").read_text()) == {
+        "synthetic": {"context_prob": 0.5},
+        "train_shrinkage": {"epochs": 2},
+        "dataset": {"seed": 4},
+    }
+    assert (cwd / "params.yaml").read_text() == (REPO / "params.yaml").read_text()
+
+
+def test_study_configfile_with_an_unknown_key_fails_before_any_seed_runs(tmp_path, monkeypatch, capsys):
+    from research import study
+
+    from .conftest import REPO
+
+    overlay = tmp_path / "typo.yaml"
+    overlay.write_text("synthetic:\n  context_prb: 0.5\n")
+    monkeypatch.chdir(REPO)
+    monkeypatch.setattr(study, "subprocess", SimpleNamespace(run=lambda *a, **k: pytest.fail("no seed may run")))
+    assert study.main(["--seeds", "0", "--configfile", str(overlay), "--workdir", str(tmp_path / "work")]) == 2
+    assert "synthetic.context_prb" in capsys.readouterr().err
+    assert not (tmp_path / "work").exists()
 
 
 def test_collect_only_gathers_finished_runs_without_snakemake(tmp_path, monkeypatch):
-    from esol import study
+    from research import study
 
     def no_snakemake(*args, **kwargs):
         raise AssertionError("--collect-only must not run Snakemake")
 
-    monkeypatch.setattr(study.subprocess, "run", no_snakemake)
+    monkeypatch.setattr(study, "subprocess", SimpleNamespace(run=no_snakemake))
     seeds_dir = tmp_path / "work" / "seed-3" / "results" / "metrics" / "seeds"
     seeds_dir.mkdir(parents=True)
     points = [(0.1, 40.0, 70.0, 35.0), (0.3, 60.0, 50.0, 40.0)]
@@ -141,7 +177,7 @@ def test_collect_only_gathers_finished_runs_without_snakemake(tmp_path, monkeypa
 
 
 def test_relations_by_threshold_read_every_variant_at_the_same_threshold():
-    from esol.study import relations_by_threshold
+    from research.study import relations_by_threshold
 
     def sweep(seed, variant, points):
         return [

@@ -3,7 +3,7 @@
 import numpy as np
 
 from esol.data.synthetic import generate_sample, make_textures
-from esol.io import IGNORE_LABEL
+from esol.infra.io import IGNORE_LABEL
 
 
 def test_same_seed_same_images_other_seed_other_images(smoke_params):
@@ -33,7 +33,7 @@ def test_context_texture_follows_its_class(smoke_params):
     from dataclasses import replace
 
     cfg = replace(smoke_params.synthetic, image_size=64, num_classes=4, max_objects=1, context_prob=0.75)
-    _, contexts, _, _ = make_textures(cfg.num_classes, cfg.body_tint)
+    _, contexts, _, _ = make_textures(cfg.num_classes)
     hits = 0
     n = 80
     for i in range(n):

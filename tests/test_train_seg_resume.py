@@ -2,7 +2,7 @@
 
 import numpy as np
 
-from esol.io import write_label_png
+from esol.infra.io import write_label_png
 from esol.steps.train_seg import labels_digest
 
 

@@ -6,9 +6,9 @@ import logging
 
 import torch
 
-from esol import checkpoint
-from esol.classifier import train_stage
-from esol.config import params_from_dict
+from esol.infra.config import params_from_dict
+from esol.training import checkpoint
+from esol.training.classifier import train_stage
 
 from .conftest import smoke_params_dict
 
@@ -34,7 +34,7 @@ def test_resuming_on_another_thread_count_warns_and_the_checkpoint_remembers(smo
     threads = torch.get_num_threads()
     try:
         torch.set_num_threads(1)
-        with caplog.at_level(logging.INFO, logger="esol.training"):
+        with caplog.at_level(logging.INFO, logger="esol.training.loop"):
             train()
             train()  # every epoch done: resumes on the same set-up, trains nothing
         assert "resuming after epoch 2" in caplog.text
@@ -44,7 +44,7 @@ def test_resuming_on_another_thread_count_warns_and_the_checkpoint_remembers(smo
         checkpoint.save(last, state)
         caplog.clear()
         torch.set_num_threads(2)
-        with caplog.at_level(logging.INFO, logger="esol.training"):
+        with caplog.at_level(logging.INFO, logger="esol.training.loop"):
             train()
     finally:
         torch.set_num_threads(threads)

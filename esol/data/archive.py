@@ -25,8 +25,8 @@ import tarfile
 import zipfile
 from pathlib import Path
 
-from esol.io import InputError, write_json
-from esol.progress import tqdm
+from esol.infra.io import InputError, write_json
+from esol.infra.progress import tqdm
 
 log = logging.getLogger("esol.archive")
 

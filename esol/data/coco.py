@@ -34,8 +34,8 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 from esol.data.layout import relative_dir
-from esol.io import IGNORE_LABEL, InputError, read_json, write_json, write_label_png, write_text
-from esol.progress import tqdm
+from esol.infra.io import IGNORE_LABEL, InputError, read_json, write_json, write_label_png, write_text
+from esol.infra.progress import tqdm
 
 log = logging.getLogger("esol.coco")
 

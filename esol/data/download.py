@@ -35,8 +35,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from esol.io import InputError, write_json
-from esol.progress import tqdm
+from esol.infra.io import InputError, write_json
+from esol.infra.progress import tqdm
 
 log = logging.getLogger("esol.download")
 

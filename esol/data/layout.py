@@ -5,9 +5,13 @@
     <root>/<mask_dir>/<id>.png              palette PNG label maps, 255 = ignore
     <root>/ImageSets/Segmentation/<split>.txt
     <root>/cls_labels.json                  {id: [foreground class ids]}, image-level labels
+    <root>/image_files.json                 optional {id: file name in image_dir}, when not <id>.jpg
 
 ``image_dir`` and ``mask_dir`` are relative to the root and may leave it (``../downloads/...``):
-the real datasets point ``image_dir`` at the extracted archive instead of copying the images.
+the real datasets point ``image_dir`` at the extracted archive instead of copying the images, and a
+folder dataset (:mod:`esol.data.folder`) at the user's ``images/``, naming each file (JPEG or PNG,
+any name) in ``image_files.json``. A dataset with ``"masks_optional": true`` in meta.json has masks
+for some images only: those are the scored ones (:meth:`Dataset.scored_ids`).
 
 Splits follow the WSSS convention: ``train_aug`` trains the classifier and the segmentation net,
 ``train`` (with ground truth) scores seeds and pseudo labels, ``val`` scores the segmentation net.
@@ -22,9 +26,10 @@ from pathlib import Path
 
 import numpy as np
 
-from esol.io import InputError, read_image, read_json, read_label_png
+from esol.infra.io import InputError, read_image, read_json, read_label_png
 
 SPLITS = ("train_aug", "train", "val")
+IMAGE_FILES = "image_files.json"
 
 
 def relative_dir(directory: str | Path, root: str | Path) -> str:
@@ -74,6 +79,16 @@ class Dataset:
     def mask_dir(self) -> Path:
         return self.root / self.meta.get("mask_dir", "SegmentationClass")
 
+    @property
+    def masks_optional(self) -> bool:
+        """Whether only some images have a mask (a folder dataset); otherwise every train/val image has one."""
+        return bool(self.meta.get("masks_optional", False))
+
+    @cached_property
+    def _image_files(self) -> dict[str, str]:
+        path = self.root / IMAGE_FILES
+        return read_json(path) if path.is_file() else {}
+
     def ids(self, split: str) -> list[str]:
         path = self.root / "ImageSets" / "Segmentation" / f"{split}.txt"
         if not path.is_file():
@@ -107,7 +122,7 @@ class Dataset:
         return vec
 
     def image_path(self, image_id: str) -> Path:
-        return self.image_dir / f"{image_id}.jpg"
+        return self.image_dir / self._image_files.get(image_id, f"{image_id}.jpg")
 
     def mask_path(self, image_id: str) -> Path:
         return self.mask_dir / f"{image_id}.png"
@@ -117,6 +132,16 @@ class Dataset:
 
     def mask(self, image_id: str) -> np.ndarray:
         return read_label_png(self.mask_path(image_id), self.num_classes)
+
+    def has_mask(self, image_id: str) -> bool:
+        return not self.masks_optional or self.mask_path(image_id).is_file()
+
+    def scored_ids(self, split: str) -> list[str]:
+        """The images of ``split`` with ground truth, the ones scores are computed on (all of them
+        unless ``masks_optional``; then possibly none)."""
+        if not self.masks_optional:  # reads meta.json first: a missing dataset is named by it
+            return self.ids(split)
+        return [i for i in self.ids(split) if self.has_mask(i)]
 
     def check(self) -> dict[str, int]:
         """Verify that every split's images, masks and labels exist and agree; return split sizes."""
@@ -129,7 +154,7 @@ class Dataset:
                 if not self.image_path(image_id).is_file():
                     raise InputError(f"{self.image_path(image_id)}: image listed in {split}.txt not found")
                 self.labels(image_id)
-                if split != "train_aug" and not self.mask_path(image_id).is_file():
+                if split != "train_aug" and not self.masks_optional and not self.mask_path(image_id).is_file():
                     raise InputError(f"{self.mask_path(image_id)}: mask for {split} image not found")
             sizes[split] = len(ids)
         return sizes

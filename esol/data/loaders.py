@@ -10,10 +10,11 @@ from typing import TypeVar
 
 import numpy as np
 import torch
+from PIL import Image
 from torch.utils.data import Dataset as TorchDataset
 
 from esol.data.layout import Dataset
-from esol.io import IGNORE_LABEL, read_label_png
+from esol.infra.io import IGNORE_LABEL, read_label_png
 
 IMAGENET_MEAN = np.array([0.485, 0.456, 0.406], dtype=np.float32)
 IMAGENET_STD = np.array([0.229, 0.224, 0.225], dtype=np.float32)
@@ -33,53 +34,145 @@ def normalize(image: np.ndarray) -> torch.Tensor:
     return torch.from_numpy(x)
 
 
-def random_crop(rng: np.random.Generator, crop: int, *arrays: np.ndarray, fills: tuple[int, ...]) -> list[np.ndarray]:
-    """Pad (with per-array fill values) to at least ``crop`` and take one random crop of all arrays."""
+def random_crop(rng: np.random.Generator, crop: int, *arrays: np.ndarray, fills: tuple[float, ...]) -> list[np.ndarray]:
+    """One ``crop`` x ``crop`` window at a random place, the same for all ``arrays`` (H, W, ...).
+
+    As IRN's ``imutils.random_crop``: along a side longer than the crop, the window is cut at a
+    random place inside the image; along a shorter one, the image is put at a random place inside
+    the window and the rest is filled (``fills``, one per array). One ``rng.integers`` draw per
+    side, so an image exactly the crop size consumes the generator as it always did.
+    """
     h, w = arrays[0].shape[:2]
-    ph, pw = max(crop - h, 0), max(crop - w, 0)
+    top = int(rng.integers(0, abs(h - crop) + 1))
+    left = int(rng.integers(0, abs(w - crop) + 1))
+    src_y, dst_y = (top, 0) if h >= crop else (0, top)
+    src_x, dst_x = (left, 0) if w >= crop else (0, left)
+    ch, cw = min(h, crop), min(w, crop)
     out = []
-    top = int(rng.integers(0, h + ph - crop + 1))
-    left = int(rng.integers(0, w + pw - crop + 1))
     for array, fill in zip(arrays, fills, strict=True):
-        if ph or pw:
-            pad = [(0, ph), (0, pw)] + [(0, 0)] * (array.ndim - 2)
-            array = np.pad(array, pad, constant_values=fill)
-        out.append(array[top : top + crop, left : left + crop])
+        window = array[src_y : src_y + ch, src_x : src_x + cw]
+        if (ch, cw) != (crop, crop):
+            canvas = np.full((crop, crop, *array.shape[2:]), fill, dtype=array.dtype)
+            canvas[dst_y : dst_y + ch, dst_x : dst_x + cw] = window
+            window = canvas
+        out.append(window)
     return out
 
 
-class ClassificationSet(TorchDataset):
-    """Images with multi-hot image-level labels, randomly flipped and cropped (classifier training)."""
+def resize_long_side(rng: np.random.Generator, image: np.ndarray, long_range: tuple[int, int]) -> np.ndarray:
+    """Rescale ``image`` so that its long side takes a random length in ``long_range`` (inclusive;
+    bicubic, as IRN's ``imutils.random_resize_long``)."""
+    target = int(rng.integers(long_range[0], long_range[1] + 1))
+    h, w = image.shape[:2]
+    scale = target / max(h, w)
+    size = (int(np.round(w * scale)), int(np.round(h * scale)))
+    if size == (w, h):
+        return image
+    return np.asarray(Image.fromarray(np.ascontiguousarray(image)).resize(size, Image.BICUBIC))
 
-    def __init__(self, dataset: Dataset, split: str, crop_size: int, seed: int) -> None:
+
+def split_epoch_index(index: int | tuple[int, int], epoch: int) -> tuple[int, int]:
+    """``(epoch, index)`` from what the sampler handed over: an ``(epoch, index)`` pair
+    (:class:`esol.training.loop.EpochPermutation` with ``carry_epoch``), or a bare index read at ``epoch``."""
+    if isinstance(index, tuple):
+        return int(index[0]), int(index[1])
+    return epoch, int(index)
+
+
+class ClassificationSet(TorchDataset):
+    """Images with multi-hot image-level labels, augmented as IRN's classifier input
+    (``voc12/dataloader.py``): long side rescaled to a random length in ``resize_long`` (None: kept),
+    ImageNet-normalised, flipped at random, and cut to a random ``crop_size`` window, padded
+    with 0 after normalising (the mean colour) where the image is smaller than the crop.
+
+    Draws are a pure function of (seed, epoch, index); the epoch comes with the index (the
+    training sampler's ``(epoch, index)`` pairs), so worker processes augment each epoch afresh.
+    """
+
+    takes_epoch_index = True
+
+    def __init__(
+        self, dataset: Dataset, split: str, crop_size: int, seed: int, resize_long: tuple[int, int] | None = None
+    ) -> None:
         self.dataset, self.ids, self.crop_size, self.seed = dataset, dataset.ids(split), crop_size, seed
+        self.resize_long = tuple(resize_long) if resize_long else None
         self.epoch = 0
 
     def __len__(self) -> int:
         return len(self.ids)
 
-    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
-        rng = np.random.default_rng([self.seed, self.epoch, index])
+    def __getitem__(self, index: int | tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
+        epoch, index = split_epoch_index(index, self.epoch)
+        rng = np.random.default_rng([self.seed, epoch, index])
         image_id = self.ids[index]
         image = self.dataset.image(image_id)
+        if self.resize_long:
+            image = resize_long_side(rng, image, self.resize_long)
         if rng.random() < 0.5:
             image = image[:, ::-1]
-        (image,) = random_crop(rng, self.crop_size, image, fills=(0,))
-        return normalize(image), torch.from_numpy(self.dataset.multi_hot(image_id))
+        x = normalize(image).numpy().transpose(1, 2, 0)  # (H, W, 3) view: crop and pad after normalising
+        (x,) = random_crop(rng, self.crop_size, x, fills=(0.0,))
+        return torch.from_numpy(np.ascontiguousarray(x.transpose(2, 0, 1))), torch.from_numpy(
+            self.dataset.multi_hot(image_id)
+        )
+
+
+def rescale_pair(
+    image: np.ndarray, label: np.ndarray, scale: float, image_resample: int = Image.BILINEAR
+) -> tuple[np.ndarray, np.ndarray]:
+    """Image (bilinear) and label map (nearest: no invented class ids) resized by ``scale`` to the
+    same size, round(h * scale) x round(w * scale)."""
+    h, w = label.shape
+    size = (max(round(w * scale), 1), max(round(h * scale), 1))
+    resized = Image.fromarray(np.ascontiguousarray(image)).resize(size, image_resample)
+    return np.asarray(resized), np.asarray(Image.fromarray(np.ascontiguousarray(label)).resize(size, Image.NEAREST))
+
+
+def augment_pair(
+    rng: np.random.Generator,
+    image: np.ndarray,
+    label: np.ndarray,
+    crop_size: int,
+    scale_range: tuple[float, float] = (1.0, 1.0),
+    image_resample: int = Image.BILINEAR,
+) -> tuple[torch.Tensor, np.ndarray]:
+    """The segmentation training transform: random rescale in ``scale_range`` (no draw when it is
+    (1, 1)), horizontal flip, then one random crop of ``crop_size``; the image is padded with 0
+    after normalising (the mean colour), the labels with 255 (ignored)."""
+    if scale_range != (1.0, 1.0):
+        image, label = rescale_pair(image, label, float(rng.uniform(*scale_range)), image_resample)
+    if rng.random() < 0.5:
+        image, label = image[:, ::-1], label[:, ::-1]
+    # Normalised before cropping: the same values as normalising the crop, and padding is then 0.
+    hwc = normalize(image).numpy().transpose(1, 2, 0)
+    hwc, label = random_crop(rng, crop_size, hwc, label, fills=(0, IGNORE_LABEL))
+    return torch.from_numpy(np.ascontiguousarray(hwc.transpose(2, 0, 1))), label
 
 
 class SegmentationTrainSet(TorchDataset):
-    """Images with label maps from ``label_dir`` (pseudo labels), flipped and cropped together."""
+    """Images with label maps from ``label_dir`` (pseudo labels), augmented together (:func:`augment_pair`)."""
 
-    def __init__(self, dataset: Dataset, split: str, label_dir: Path, crop_size: int, seed: int) -> None:
+    takes_epoch_index = True
+
+    def __init__(
+        self,
+        dataset: Dataset,
+        split: str,
+        label_dir: Path,
+        crop_size: int,
+        seed: int,
+        scale_range: tuple[float, float] = (1.0, 1.0),
+    ) -> None:
         self.dataset, self.ids, self.label_dir = dataset, dataset.ids(split), Path(label_dir)
         self.crop_size, self.seed, self.epoch = crop_size, seed, 0
+        self.scale_range = (float(scale_range[0]), float(scale_range[1]))
 
     def __len__(self) -> int:
         return len(self.ids)
 
-    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
-        rng = np.random.default_rng([self.seed, self.epoch, index])
+    def __getitem__(self, index: int | tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
+        epoch, index = split_epoch_index(index, self.epoch)
+        rng = np.random.default_rng([self.seed, epoch, index])
         image_id = self.ids[index]
         image = self.dataset.image(image_id)
         label = read_label_png(self.label_dir / f"{image_id}.png", self.dataset.num_classes)
@@ -87,10 +180,8 @@ class SegmentationTrainSet(TorchDataset):
             raise ValueError(
                 f"{self.label_dir / image_id}.png: size {label.shape} differs from its image {image.shape[:2]}"
             )
-        if rng.random() < 0.5:
-            image, label = image[:, ::-1], label[:, ::-1]
-        image, label = random_crop(rng, self.crop_size, image, label, fills=(0, IGNORE_LABEL))
-        return normalize(image), torch.from_numpy(label.astype(np.int64))
+        x, label = augment_pair(rng, image, label, self.crop_size, self.scale_range)
+        return x, torch.from_numpy(label.astype(np.int64))
 
 
 class InferenceSet(TorchDataset):

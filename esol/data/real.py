@@ -1,7 +1,10 @@
 """The real datasets: where their archives live, and how they become the common layout.
 
-``prepare(name, out_dir, downloads)`` finds or fetches every archive of the dataset, then converts
-(:mod:`esol.data.voc`, :mod:`esol.data.coco`). For each archive, in this order:
+Two steps, so that the one needing the internet can run where the internet is (a login node):
+``download(name, downloads)`` (the ``download_data`` step) finds or fetches, verifies and extracts
+every archive and returns a manifest of the extracted trees; ``convert(manifest, out_dir)`` (the
+``prepare_data`` step) writes the common layout from them (:mod:`esol.data.voc`,
+:mod:`esol.data.coco`) and opens no connection. ``prepare`` does both. For each archive, in this order:
 
 1. ``ESOL_DATA_DIR`` (one directory, or several separated by ``:``) holding the archive's
    already-extracted tree, e.g. ``$ESOL_DATA_DIR/VOCdevkit/VOC2012``,
@@ -11,7 +14,10 @@
    itself may have been deleted since.
 3. ``<downloads>/<filename>``, put there by hand or by an earlier run: verified (size, md5), then
    extracted.
-4. Downloaded from its mirrors (see :mod:`esol.data.download`), verified, then extracted.
+4. Downloaded from its mirrors (see :mod:`esol.data.download`), verified, then extracted; not
+   when ``ESOL_DATA_DIR`` is set (the user said where the data is: a tree missing from it is an
+   error naming the directories and the path expected), and not for an optional archive (SBD
+   unless ``dataset.sbd: true``), which is then left out.
 
 All downloads of a dataset are verified before the first extraction starts. ``ESOL_PREPARE_WORKERS``
 sets the processes that paint COCO masks (default: the usable CPUs, at most 8).
@@ -26,7 +32,7 @@ from pathlib import Path
 
 from esol.data.archive import extract, is_extracted
 from esol.data.download import RemoteFile, fetch
-from esol.io import InputError
+from esol.infra.io import InputError
 
 log = logging.getLogger("esol.real")
 
@@ -132,8 +138,19 @@ def workers() -> int:
     return max(1, min(8, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1))
 
 
-def locate(archives: dict[str, Archive], downloads: Path) -> tuple[dict[str, Path], list[dict]]:
-    """Root of each archive's extracted tree (fetching and extracting what is missing), and provenance."""
+def optional_archives(name: str, sbd: bool) -> tuple[str, ...]:
+    """Archives of dataset ``name`` used when found but never downloaded: SBD unless ``dataset.sbd``."""
+    return ("sbd",) if name == "voc12" and not sbd else ()
+
+
+def locate(
+    archives: dict[str, Archive], downloads: Path, optional: tuple[str, ...] = ()
+) -> tuple[dict[str, Path], list[dict]]:
+    """Root of each archive's extracted tree (fetching and extracting what is missing), and provenance.
+
+    Archives in ``optional`` that are neither in ``ESOL_DATA_DIR`` nor extracted nor downloaded
+    already are left out of the result.
+    """
     downloads = Path(downloads)
     roots: dict[str, Path] = {}
     sources: list[dict] = []
@@ -151,6 +168,17 @@ def locate(archives: dict[str, Archive], downloads: Path) -> tuple[dict[str, Pat
             log.info("%s: already extracted in %s", archive.remote.filename, dest)
             roots[key] = dest
             sources.append({"archive": archive.remote.filename, "md5": archive.remote.md5, "verified": True})
+        elif (downloads / archive.remote.filename).is_file():
+            pending[key] = archive  # placed by hand or by an earlier run: verified, no connection
+        elif key in optional:
+            log.info("%s: not found locally; optional, not downloaded (dataset.sbd)", archive.remote.filename)
+        elif data_dirs():
+            looked = ", ".join(str(d / archive.probe) for d in data_dirs())
+            raise InputError(
+                f"{DATA_DIR_ENV}={os.environ[DATA_DIR_ENV]}: no extracted {archive.remote.filename} there "
+                f"(looked for {looked}). Point {DATA_DIR_ENV} at the directory holding {archive.probe.split('/')[0]}/, "
+                f"or put {archive.remote.filename} into {downloads}, or unset {DATA_DIR_ENV} to download it."
+            )
         else:
             pending[key] = archive
     # Every archive is verified before the first extraction starts.
@@ -164,16 +192,46 @@ def locate(archives: dict[str, Archive], downloads: Path) -> tuple[dict[str, Pat
     return roots, sources
 
 
-def prepare(name: str, out_dir: Path, downloads: Path) -> None:
-    """Fetch (or find) dataset ``name`` and write it into ``out_dir`` in the common layout."""
+def download(name: str, downloads: Path, sbd: bool = True) -> dict:
+    """Find or fetch, verify and extract every archive of dataset ``name``; return the manifest
+    (``dataset``, ``roots``: archive key -> extracted tree, ``sources``, ``downloads``)."""
     if name not in REGISTRY:
         raise InputError(f"unknown dataset {name!r}; known real datasets: {', '.join(REGISTRY)}")
-    downloads = Path(downloads)
-    roots, sources = locate(REGISTRY[name], downloads)
+    roots, sources = locate(REGISTRY[name], Path(downloads), optional_archives(name, sbd))
+    return {
+        "dataset": name,
+        "roots": {key: str(Path(root).absolute()) for key, root in roots.items()},
+        "sources": sources,
+        "downloads": str(Path(downloads).absolute()),
+    }
+
+
+def prepare(name: str, out_dir: Path, downloads: Path, sbd: bool = True, processes: int | None = None) -> None:
+    """Fetch (or find) dataset ``name`` and write it into ``out_dir`` in the common layout."""
+    convert(download(name, downloads, sbd), out_dir, processes=processes)
+
+
+def convert(
+    manifest: dict, out_dir: Path, source: str = "the download manifest", processes: int | None = None
+) -> None:
+    """Write the dataset of a :func:`download` manifest into ``out_dir``; opens no connection.
+    ``processes`` paint the masks (None: :func:`workers`)."""
+    name = manifest.get("dataset")
+    if name not in REGISTRY:
+        raise InputError(f"{source}: unknown dataset {name!r}; known real datasets: {', '.join(REGISTRY)}")
+    roots = {key: Path(root) for key, root in manifest.get("roots", {}).items()}
+    for key, archive in REGISTRY[name].items():
+        if key in roots and not (roots[key] / archive.probe).exists():
+            raise InputError(f"{source}: {roots[key] / archive.probe} is gone; run download_data again")
+    missing = [k for k in REGISTRY[name] if k not in roots and k not in optional_archives(name, sbd=False)]
+    if missing:
+        raise InputError(f"{source}: no tree for {', '.join(missing)}; run download_data again")
+    downloads, sources = Path(manifest["downloads"]), manifest.get("sources", [])
     if name == "voc12":
         from esol.data.voc import prepare_voc
 
-        sizes = prepare_voc(out_dir, roots["voc"] / VOC_ROOT, roots["sbd"] / SBD_ROOT, name=name, sources=sources)
+        sbd_root = roots["sbd"] / SBD_ROOT if "sbd" in roots else None
+        sizes = prepare_voc(out_dir, roots["voc"] / VOC_ROOT, sbd_root, name=name, sources=sources)
     elif name == "coco14":
         from esol.data.coco import prepare_coco
 
@@ -185,7 +243,7 @@ def prepare(name: str, out_dir: Path, downloads: Path) -> None:
             train_json=ann / "instances_train2014.json",
             val_json=ann / "instances_val2014.json",
             links_dir=downloads / "extracted" / "coco14_images",
-            workers=workers(),
+            workers=processes or workers(),
             name=name,
             sources=sources,
         )

@@ -1,9 +1,8 @@
 """The built-in synthetic dataset, made to reproduce the two failures ESOL targets.
 
-* Incompleteness: every object's body wears one texture shared by all classes (optionally with
-  a faint class tint, ``body_tint``); only a smaller part of it (``part_fraction`` of its area,
-  at one end) wears the class-specific texture, so a classifier needs, and plain CAM finds,
-  mainly that part.
+* Incompleteness: every object's body wears one texture shared by all classes; only a smaller
+  part of it (``part_fraction`` of its area, at one end) wears the class-specific texture, so a
+  classifier needs, and plain CAM finds, mainly that part.
 * Context leakage: each class has its own background texture, which fills the image
   ``context_prob`` of the time when that class is present (and sometimes appears without it),
   so plain CAM also fires on that background.
@@ -22,9 +21,9 @@ from pathlib import Path
 import numpy as np
 from scipy import ndimage
 
-from esol.config import SyntheticConfig
-from esol.io import IGNORE_LABEL, write_jpeg, write_json, write_label_png, write_text
-from esol.progress import tqdm
+from esol.infra.config import SyntheticConfig
+from esol.infra.io import IGNORE_LABEL, write_jpeg, write_json, write_label_png, write_text
+from esol.infra.progress import tqdm
 
 NUM_NEUTRAL_BACKGROUNDS = 3
 SHAPE_NAMES = ("ellipse", "rectangle")
@@ -54,14 +53,11 @@ def _hsv(h: float, s: float, v: float) -> tuple[float, float, float]:
     return colorsys.hsv_to_rgb(h % 1.0, s, v)
 
 
-def make_textures(
-    num_classes: int, body_tint: float = 0.0
-) -> tuple[list[Texture], list[Texture], list[Texture], list[Texture]]:
+def make_textures(num_classes: int) -> tuple[list[Texture], list[Texture], list[Texture], list[Texture]]:
     """Class part textures, class context textures, neutral backgrounds, per-class body textures.
 
-    Every body wears one grating; ``body_tint`` mixes a little of the class hue into its
-    colours, making the body weakly (not at all, at 0) discriminative, as the body of a real
-    object is less discriminative than its most telling part.
+    Every body wears the same grey grating, so the body is not discriminative (a real object's
+    body is less discriminative than its most telling part).
 
     Fixed (not seeded): the dataset seed varies the images, not the visual vocabulary.
     """
@@ -82,17 +78,7 @@ def make_textures(
         for i in range(NUM_NEUTRAL_BACKGROUNDS)
     ]
     grey_a, grey_b = np.array([0.78, 0.78, 0.74]), np.array([0.45, 0.45, 0.5])
-    bodies = []
-    for c in range(num_classes):
-        hue = np.array(_hsv(c / num_classes, 0.8, 0.75))
-        bodies.append(
-            Texture(
-                tuple((1 - body_tint) * grey_a + body_tint * hue),
-                tuple((1 - body_tint) * grey_b + body_tint * hue * 0.6),
-                4.0,
-                np.pi / 4,
-            )
-        )
+    bodies = [Texture(tuple(grey_a), tuple(grey_b), 4.0, np.pi / 4) for _ in range(num_classes)]
     return parts, contexts, neutrals, bodies
 
 
@@ -132,7 +118,7 @@ def generate_sample_with_regions(
     """As :func:`generate_sample`, plus a (H, W) region map for diagnostics: REGION_PART
     (class-specific texture), REGION_BODY (shared texture), REGION_CONTEXT (background wearing
     a present class's context texture) or REGION_BACKGROUND."""
-    parts, contexts, neutrals, bodies = textures or make_textures(cfg.num_classes, cfg.body_tint)
+    parts, contexts, neutrals, bodies = textures or make_textures(cfg.num_classes)
     rng = np.random.default_rng([seed, index])
     h = w = cfg.image_size
     n_objects = int(rng.integers(1, cfg.max_objects + 1))
@@ -172,7 +158,7 @@ def generate_sample_with_regions(
 def generate(root: str | Path, cfg: SyntheticConfig, seed: int) -> dict[str, int]:
     """Write the whole synthetic dataset under ``root``; returns the split sizes."""
     root = Path(root)
-    textures = make_textures(cfg.num_classes, cfg.body_tint)
+    textures = make_textures(cfg.num_classes)
     if cfg.num_train > cfg.num_train_aug:
         raise ValueError("synthetic.num_train must not exceed synthetic.num_train_aug")
     train_aug = [f"syn_{i:05d}" for i in range(cfg.num_train_aug)]

@@ -5,6 +5,7 @@ The order below is the pipeline's: the Snakefile and the ``esol`` command line b
 """
 
 STEPS = (
+    "download_data",
     "prepare_data",
     "train_cam",
     "train_expansion",
@@ -12,10 +13,14 @@ STEPS = (
     "make_cam",
     "eval_seeds",
     "refine_crf",
+    "gather_shards",
     "eval_pseudo_labels",
+    "train_irn",
+    "make_sem_seg",
     "train_seg",
     "eval_seg",
     "summarize",
     "plot_samplers",
+    "plot_refinement",
     "make_figures",
 )

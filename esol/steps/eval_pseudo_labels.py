@@ -7,11 +7,12 @@ from pathlib import Path
 
 import numpy as np
 
-from esol.config import Params
 from esol.data.layout import Dataset
-from esol.io import IGNORE_LABEL, read_label_png, write_json
-from esol.metrics import confusion, scores
-from esol.progress import tqdm
+from esol.evaluation.metrics import confusion, scores
+from esol.evaluation.not_scored import not_scored
+from esol.infra.config import Params
+from esol.infra.io import IGNORE_LABEL, read_label_png, write_json
+from esol.infra.progress import tqdm
 
 log = logging.getLogger("esol.eval_pseudo_labels")
 
@@ -22,14 +23,21 @@ def run(params: Params, *, data: Path, labels: Path, variant: str, metrics: Path
     """Score the pseudo labels in LABELS on the ``train`` split of DATA; write METRICS (JSON).
 
     Uncertain pixels (255) count as background, the strict reading; their share is reported as
-    ``uncertain_percent``, and ``*_certain`` scores ignore them.
+    ``uncertain_percent``, and ``*_certain`` scores ignore them. Only images with a mask are
+    scored; when none has one, METRICS says "not scored".
     """
     dataset = Dataset(data)
+    ids = dataset.scored_ids("train")
+    if not ids:
+        result = not_scored("train", len(dataset.ids("train")), variant=variant)
+        write_json(metrics, result)
+        log.info("%s pseudo labels: not scored (no image of the train split has a mask)", variant)
+        return result
     k = dataset.num_classes
     strict = np.zeros((k, k), dtype=np.int64)
     certain = np.zeros((k, k), dtype=np.int64)
     uncertain = total = 0
-    for image_id in tqdm(dataset.ids("train"), desc=f"pseudo labels {variant}", mininterval=5):
+    for image_id in tqdm(ids, desc=f"pseudo labels {variant}", mininterval=5):
         pred = read_label_png(labels / f"{image_id}.png", k)
         gt = dataset.mask(image_id)
         unsure = pred == IGNORE_LABEL

@@ -7,13 +7,14 @@ from pathlib import Path
 
 import numpy as np
 
-from esol.cams import load_cam
-from esol.config import Params
 from esol.data.layout import Dataset
-from esol.io import read_label_png, write_json, write_text
-from esol.metrics import confusion, scores
-from esol.progress import tqdm
-from esol.seed_errors import REGION_NAMES, SeedErrors
+from esol.evaluation.metrics import confusion, scores
+from esol.evaluation.not_scored import not_scored
+from esol.evaluation.seed_errors import REGION_NAMES, SeedErrors
+from esol.inference.cams import load_cam
+from esol.infra.config import Params
+from esol.infra.io import read_label_png, write_json, write_text
+from esol.infra.progress import tqdm
 
 log = logging.getLogger("esol.eval_seeds")
 
@@ -30,17 +31,26 @@ def run(params: Params, *, data: Path, cams: Path, variant: str, metrics: Path, 
 
     The background score is swept over ``eval_seeds.sweep_*``; METRICS holds the scores at
     ``eval_seeds.threshold``, the best threshold and the whole curve, and at both thresholds
-    where the errors lie (:mod:`esol.seed_errors`).
+    where the errors lie (:mod:`esol.evaluation.seed_errors`). Only images with a mask are scored; when
+    none has one (a folder dataset without masks), METRICS says "not scored" and CURVE is empty.
     """
     cfg = params.eval_seeds
     dataset = Dataset(data)
+    header = "threshold,miou,precision,recall\n"
+    ids = dataset.scored_ids("train")
+    if not ids:
+        result = not_scored("train", len(dataset.ids("train")), variant=variant, threshold=cfg.threshold)
+        write_json(metrics, result)
+        write_text(curve, header)
+        log.info("%s seeds: not scored (no image of the train split has a mask)", variant)
+        return result
     k = dataset.num_classes
     sweep = sorted(set(thresholds(cfg.sweep_start, cfg.sweep_stop, cfg.sweep_step)) | {cfg.threshold})
     confs = np.zeros((len(sweep), k, k), dtype=np.int64)
     region_dir = dataset.root / "Regions"  # synthetic data only: where the failure modes live
     region_sums, region_counts = np.zeros(4), np.zeros(4)
     errors = SeedErrors(sweep)
-    for image_id in tqdm(dataset.ids("train"), desc=f"seeds {variant}", mininterval=5):
+    for image_id in tqdm(ids, desc=f"seeds {variant}", mininterval=5):
         keys, cam = load_cam(cams / f"{image_id}.npz")
         gt = dataset.mask(image_id)
         if cam.shape[1:] != gt.shape:
@@ -78,7 +88,6 @@ def run(params: Params, *, data: Path, cams: Path, variant: str, metrics: Path, 
             name: round(float(region_sums[i] / max(region_counts[i], 1)), 4) for i, name in enumerate(REGION_NAMES)
         }
     write_json(metrics, result)
-    header = "threshold,miou,precision,recall\n"
     write_text(
         curve, header + "".join(f"{r['threshold']},{r['miou']},{r['precision']},{r['recall']}\n" for r in curve_rows)
     )

@@ -15,80 +15,36 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from esol.config import Params
+from esol import variants
 from esol.data.layout import Dataset
-from esol.io import IGNORE_LABEL, atomic_dir, atomic_path, read_json, read_label_png, voc_palette, write_text
+from esol.evaluation.not_scored import NOT_SCORED, is_scored
+from esol.infra.config import Params
+from esol.infra.io import atomic_dir, read_json, read_label_png, write_text
+from esol.reporting.plots import class_legend, colorize, load_cam_image, pyplot, save_png
 
 log = logging.getLogger("esol.make_figures")
 
 OUTPUTS = ("samples", "per_class", "threshold_curve", "training_curves", "tables")
 
-VARIANT_ORDER = ("cam", "expansion", "shrinkage", "esol")
-TRAINING_ORDER = ("train_cam", "train_expansion", "train_shrinkage_shrinkage", "train_shrinkage_esol", "train_seg")
+VARIANT_ORDER = variants.NAMES
+TRAINING_ORDER = (*variants.TRAINING_RUNS, "train_seg", *(f"train_seg_{v}" for v in variants.NAMES))
 STAGE_TITLES = {
-    "train_cam": "stage 0: CAM",
-    "train_expansion": "stage 1: expansion",
-    "train_shrinkage_shrinkage": "stage 2: shrinkage (from CAM)",
-    "train_shrinkage_esol": "stage 2: shrinkage (ESOL)",
+    **variants.TRAINING_TITLES,
     "train_seg": "segmentation net",
+    **{f"train_seg_{v}": f"segmentation net ({v} labels)" for v in variants.NAMES},
 }
-
-
-def pyplot():
-    """matplotlib.pyplot on the Agg backend (no display needed)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
-def save_png(fig, path: Path, dpi: int = 100) -> None:
-    """Write ``fig`` to ``path`` as PNG, atomically."""
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=dpi)
 
 
 def _variant_rank(name: str) -> tuple[int, str]:
     return (VARIANT_ORDER.index(name) if name in VARIANT_ORDER else len(VARIANT_ORDER), name)
 
 
-def colorize(label: np.ndarray) -> np.ndarray:
-    """A label map as an RGB image in the VOC palette (255, uncertain or ignored, in cream)."""
-    return voc_palette()[label]
-
-
-def class_legend(ax, classes: list[str], present: set[int]) -> None:
-    """Legend patches, in the VOC palette, for the class ids in ``present``."""
-    from matplotlib.patches import Patch
-
-    palette = voc_palette() / 255.0
-    names = {**dict(enumerate(classes)), IGNORE_LABEL: "uncertain / ignored"}
-    handles = [
-        Patch(facecolor=palette[k], edgecolor="black", linewidth=0.5, label=names[k])
-        for k in sorted(present)
-        if k in names
-    ]
-    ax.legend(handles=handles, loc="upper center", ncol=len(handles), frameon=False, fontsize=8)
-    ax.axis("off")
-
-
-def load_cam_image(cam_dir: Path, image_id: str) -> tuple[np.ndarray, list[int]]:
-    """The image's CAM heat map (max over its classes, [0, 1]) and its class ids."""
-    from esol.cams import load_cam
-
-    keys, cams = load_cam(cam_dir / f"{image_id}.npz")
-    heat = cams.max(axis=0) if len(keys) else np.zeros(cams.shape[1:], np.float32)
-    return heat, keys.tolist()
-
-
 def sample_predictions(params: Params, dataset: Dataset, model: Path, ids: list[str]) -> dict[str, np.ndarray]:
     """The segmentation net's label maps for ``ids``, computed on CPU (the same ``predict`` as eval_seg)."""
     import torch
 
-    from esol import checkpoint
-    from esol.segmentation import build_seg_model, predict
+    from esol.segmentation.network import build_seg_model, predict
+    from esol.training import checkpoint
 
     # The weights come from MODEL: no ImageNet download for the backbone.
     model_cfg = dataclasses.replace(params.model, pretrained=False)
@@ -107,12 +63,16 @@ def sample_grid(
     label_dirs: list[Path],
     prediction: np.ndarray | None,
 ) -> None:
-    """One row: image | ground truth | CAM per variant | CRF pseudo label per variant | prediction."""
+    """One row: image | ground truth | CAM per variant | CRF pseudo label per variant | prediction
+    (no ground-truth panel for an image without a mask)."""
     plt = pyplot()
     image = dataset.image(image_id)
-    gt = dataset.mask(image_id)
-    panels: list[tuple[str, np.ndarray, np.ndarray | None]] = [("image", image, None), ("ground truth", gt, None)]
-    present = set(np.unique(gt).tolist())
+    panels: list[tuple[str, np.ndarray, np.ndarray | None]] = [("image", image, None)]
+    present: set[int] = set()
+    if dataset.has_mask(image_id):
+        gt = dataset.mask(image_id)
+        panels.append(("ground truth", gt, None))
+        present |= set(np.unique(gt).tolist())
     for cam_dir in cam_dirs:
         heat, _ = load_cam_image(cam_dir, image_id)
         panels.append((f"CAM: {cam_dir.name}", image, heat))
@@ -156,7 +116,10 @@ def per_class_figure(path: Path, series: dict[str, dict[str, float | None]], cla
     ax.set_ylim(0, 100)
     ax.grid(axis="y", alpha=0.3)
     ax.set_title("Per-class IoU (seeds and pseudo labels: train split; segmentation: val)")
-    ax.legend(fontsize=8, ncol=min(len(series), 4), loc="upper right")
+    if series:
+        ax.legend(fontsize=8, ncol=min(len(series), 4), loc="upper right")
+    else:
+        ax.text(0.5, 0.5, f"{NOT_SCORED}: no image has a ground-truth mask", ha="center", transform=ax.transAxes)
     fig.tight_layout()
     save_png(fig, path)
     plt.close(fig)
@@ -179,7 +142,12 @@ def threshold_figure(path: Path, seeds: dict[str, dict]) -> None:
         ax.set_title(title)
         ax.set_xlabel("background threshold")
         ax.grid(alpha=0.3)
-    axes[0].legend(fontsize=8)
+    if seeds:
+        axes[0].legend(fontsize=8)
+    else:
+        axes[1].text(
+            0.5, 0.5, f"{NOT_SCORED}: no image has a ground-truth mask", ha="center", transform=axes[1].transAxes
+        )
     fig.suptitle("Seeds against the background threshold (dashed: configured; star: best mIoU)", fontsize=10)
     fig.tight_layout()
     save_png(fig, path)
@@ -253,7 +221,9 @@ def tables_html(
 ) -> str:
     """The metrics tables as one self-contained HTML page."""
     seed_rows = [
-        {
+        {"variant": v, "status": NOT_SCORED, "reason": m.get("reason")}
+        if not is_scored(m)
+        else {
             "variant": v,
             "mIoU": m["miou"],
             "precision": m["precision"],
@@ -265,7 +235,9 @@ def tables_html(
         for v, m in seeds.items()
     ]
     pseudo_rows = [
-        {
+        {"variant": v, "status": NOT_SCORED, "reason": m.get("reason")}
+        if not is_scored(m)
+        else {
             "variant": v,
             "mIoU": m["miou"],
             "precision": m["precision"],
@@ -284,13 +256,15 @@ def tables_html(
                 "pixel accuracy": segmentation.get("pixel_accuracy"),
                 "all-background mIoU": segmentation.get("all_background_miou"),
             }
+            if is_scored(segmentation)
+            else {"status": NOT_SCORED, "reason": segmentation.get("reason")}
         ]
     )
     per_class = pd.DataFrame(
         {
-            **{f"seeds: {v}": m["per_class"] for v, m in seeds.items()},
-            **{f"pseudo labels: {v}": m["per_class"] for v, m in pseudo.items()},
-            "segmentation": segmentation["per_class"],
+            **{f"seeds: {v}": m["per_class"] for v, m in seeds.items() if is_scored(m)},
+            **{f"pseudo labels: {v}": m["per_class"] for v, m in pseudo.items() if is_scored(m)},
+            **({"segmentation": segmentation["per_class"]} if is_scored(segmentation) else {}),
         }
     )
     per_class.index.name = "class"
@@ -347,6 +321,7 @@ def run(
     Outputs:
       SAMPLES          directory, one PNG per image for the first COUNT images of the ``train``
                        split: image | ground truth | CAM per variant | CRF pseudo label | segmentation
+                       (without a mask: no ground truth; its metrics files then say "not scored")
       PER_CLASS        PNG, per-class IoU bars of seeds, pseudo labels and segmentation
       THRESHOLD_CURVE  PNG, seed mIoU / precision / recall against the background threshold
       TRAINING_CURVES  PNG, per-epoch losses of every training stage
@@ -368,13 +343,14 @@ def run(
     pseudo_metrics = dict(sorted(pseudo_metrics.items(), key=lambda kv: _variant_rank(kv[0])))
     seg_metrics = read_json(segmentation)
 
+    # Without masks (a folder dataset) the scoring steps wrote "not scored": drawn as empty figures.
     series = {
-        **{f"seeds: {v}": m["per_class"] for v, m in seed_metrics.items()},
-        **{f"pseudo labels: {v}": m["per_class"] for v, m in pseudo_metrics.items()},
-        "segmentation (val)": seg_metrics["per_class"],
+        **{f"seeds: {v}": m["per_class"] for v, m in seed_metrics.items() if is_scored(m)},
+        **{f"pseudo labels: {v}": m["per_class"] for v, m in pseudo_metrics.items() if is_scored(m)},
+        **({"segmentation (val)": seg_metrics["per_class"]} if is_scored(seg_metrics) else {}),
     }
     per_class_figure(per_class, series, dataset.classes)
-    threshold_figure(threshold_curve, seed_metrics)
+    threshold_figure(threshold_curve, {v: m for v, m in seed_metrics.items() if is_scored(m)})
     training_figure(training_curves, list(live))
     table = pd.read_csv(ablation) if ablation is not None and ablation.is_file() else None
     write_text(tables, tables_html(seed_metrics, pseudo_metrics, seg_metrics, table))

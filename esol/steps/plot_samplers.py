@@ -8,12 +8,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from esol.cams import normalized_cam_image
-from esol.classifier import load_model
-from esol.config import Params
 from esol.data.layout import Dataset
 from esol.data.loaders import normalize
-from esol.io import atomic_dir
+from esol.inference.cams import normalized_cam_image
+from esol.infra.config import Params
+from esol.infra.io import atomic_dir
+from esol.training.classifier import load_model
 
 log = logging.getLogger("esol.plot_samplers")
 
@@ -35,7 +35,7 @@ def sampling_arrows(offset: np.ndarray, image_size: tuple[int, int]) -> tuple[np
 def run(params: Params, *, data: Path, model: Path, out_dir: Path, count: int = 4) -> dict:
     """Draw, for the first COUNT images of the ``train`` split, the expansion (off1) and shrinkage
     (off2) sampling displacements of MODEL as arrows, and its CAM; one PNG per image in OUT_DIR."""
-    from esol.steps.make_figures import pyplot
+    from esol.reporting.plots import pyplot
 
     plt = pyplot()
     dataset = Dataset(data)

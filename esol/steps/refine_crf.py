@@ -6,13 +6,15 @@ import logging
 import multiprocessing as mp
 from pathlib import Path
 
-from esol import checkpoint
-from esol.cams import load_cam
-from esol.config import Params, RefineCrfConfig
-from esol.crf import pseudo_label
 from esol.data.layout import Dataset
-from esol.io import atomic_dir, read_image, write_label_png
-from esol.progress import tqdm
+from esol.inference.cams import load_cam
+from esol.infra import shards as shards_of
+from esol.infra.config import Params, RefineCrfConfig
+from esol.infra.cpus import job_threads
+from esol.infra.io import atomic_dir, read_image, write_label_png
+from esol.infra.progress import tqdm
+from esol.refine.crf import pseudo_label
+from esol.training import checkpoint
 
 log = logging.getLogger("esol.refine_crf")
 
@@ -38,19 +40,31 @@ def _chunksize(jobs: int, processes: int) -> int:
 
 
 def run(
-    params: Params, *, data: Path, cams: Path, split: str, out_dir: Path, variant: str = "", threads: int = 1
+    params: Params,
+    *,
+    data: Path,
+    cams: Path,
+    split: str,
+    out_dir: Path,
+    variant: str = "",
+    threads: int = 0,
+    shard: int = 0,
+    shards: int = 1,
 ) -> dict:
     """Refine the CAMs in CAMS for SPLIT of DATA into pseudo-label PNGs in OUT_DIR.
 
     Labels: class ids, 0 = background, 255 = uncertain. VARIANT takes its thresholds from
-    ``refine_crf.variant_thresholds`` when listed there. THREADS worker processes; images already
-    done in ``OUT_DIR.partial`` (an interrupted run) are skipped.
+    ``refine_crf.variant_thresholds`` when listed there. THREADS worker processes (0: one per
+    usable CPU); images already done in ``OUT_DIR.partial`` (an interrupted run) are skipped.
+    SHARD of SHARDS: only every SHARDS-th image from SHARD on (``refine_crf.shards``).
     """
+    threads = job_threads(threads)
     dataset = Dataset(data)
+    ids = shards_of.take(dataset.ids(split), shard, shards)
     cfg = params.refine_crf.for_variant(variant)
     cam_files = sorted((p.name, p.stat().st_size, p.stat().st_mtime_ns) for p in Path(cams).glob("*.npz"))
-    with atomic_dir(out_dir, checkpoint.fingerprint(cfg, split, cam_files)) as partial:
-        todo = [i for i in dataset.ids(split) if not (partial / f"{i}.png").is_file()]
+    with atomic_dir(out_dir, checkpoint.fingerprint(cfg, split, cam_files, shard, shards)) as partial:
+        todo = [i for i in ids if not (partial / f"{i}.png").is_file()]
         jobs = refine_jobs(dataset, todo, Path(cams), partial, cfg)
         log.info(
             "%s: %d images to refine with %d process(es), thresholds fg %.2f / bg %.2f",
@@ -70,4 +84,4 @@ def run(
                 _refine_one(job)
                 bar.update()
         bar.close()
-    return {"split": split, "images": len(dataset.ids(split))}
+    return {"split": split, "images": len(ids)}

@@ -1,36 +1,28 @@
-"""Segmentation training: DeepLabV3 on the pseudo labels (255 ignored)."""
+"""Segmentation training on one variant's pseudo labels: rescale, flip, crop; poly lr, head at 10x; 255 ignored."""
 
 from __future__ import annotations
 
-import hashlib
+import dataclasses
 import logging
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 
-from esol import checkpoint, distributed
-from esol.config import Params
 from esol.data.layout import Dataset
 from esol.data.loaders import SegmentationTrainSet
-from esol.io import IGNORE_LABEL, write_json
-from esol.runtime import make_runtime
-from esol.segmentation import build_seg_model
-from esol.training import TrainSpec, train, trainable
+from esol.infra import distributed
+from esol.infra.config import ConfigError, Params
+from esol.infra.io import IGNORE_LABEL, write_json
+from esol.infra.runtime import make_runtime
+from esol.segmentation.network import build_seg_model
+from esol.training import checkpoint
+from esol.training.checkpoint import labels_digest
+from esol.training.loop import TrainSpec, train, trainable
 
 log = logging.getLogger("esol.train_seg")
 
 OUTPUTS = ("out_model", "metrics", "live_dir", "checkpoint_dir")
-
-
-def labels_digest(labels: Path) -> str:
-    """Short sha256 over the pseudo-label PNGs (names and bytes): a checkpoint resumes only the
-    run that trained on these very labels (new labels after an upstream change: start afresh)."""
-    digest = hashlib.sha256()
-    for path in sorted(labels.glob("*.png")):
-        digest.update(path.name.encode() + b"\0")
-        digest.update(path.read_bytes())
-    return digest.hexdigest()[:16]
 
 
 def run(
@@ -40,9 +32,11 @@ def run(
 
     Writes OUT_MODEL, METRICS (final epoch's loss), curves to LIVE_DIR and a resumable
     checkpoint per epoch to CHECKPOINT_DIR. With several devices (``esol --gpus N``) one process
-    per device runs it (DistributedDataParallel, see esol.distributed); rank 0 writes the outputs.
+    per device runs it (DistributedDataParallel, see esol.infra.distributed); rank 0 writes the outputs.
     """
     cfg = params.train_seg
+    if cfg.scale_min > cfg.scale_max:
+        raise ConfigError(f"train_seg.scale_min {cfg.scale_min} exceeds train_seg.scale_max {cfg.scale_max}")
     world, device_type = distributed.plan(params.runtime.device)
     if world > 1:
         distributed.check_batch("train_seg", cfg.batch_size, world)
@@ -71,9 +65,8 @@ def run(
         name="train_seg",
         param_groups=[
             {"params": [p for p in trainable(model.parameters()) if id(p) not in head_ids], "lr": cfg.lr},
-            {"params": head, "lr": cfg.lr * 10},
+            {"params": head, "lr": cfg.lr * cfg.lr_head_factor},
         ],
-        optimizer="sgd",
         momentum=cfg.momentum,
         weight_decay=cfg.weight_decay,
         epochs=cfg.epochs,
@@ -81,7 +74,7 @@ def run(
         seed=seed,
         fingerprint=checkpoint.fingerprint(
             "train_seg",
-            cfg,
+            dataclasses.replace(cfg, variants=()),  # which other variants train too: not this run's business
             params.model,
             params.dataset,
             params.synthetic,
@@ -98,7 +91,7 @@ def run(
     summary = train(
         spec,
         model,
-        SegmentationTrainSet(dataset, "train_aug", labels, cfg.crop_size, seed),
+        SegmentationTrainSet(dataset, "train_aug", labels, cfg.crop_size, seed, (cfg.scale_min, cfg.scale_max)),
         step,
         runtime=runtime,
         checkpoint_dir=checkpoint_dir,
@@ -109,6 +102,9 @@ def run(
     if not distributed.current().is_main:
         return result
     model.cpu()
-    checkpoint.save(out_model, {"model": model.state_dict(), "meta": {"arch": cfg.arch, "classes": dataset.classes}})
+    # settings: what `esol predict` rebuilds the net from, whatever params file it is given
+    settings = {"model": dataclasses.asdict(params.model), "train_seg": dataclasses.asdict(cfg)}
+    meta = {"arch": cfg.arch, "classes": dataset.classes, "settings": settings}
+    checkpoint.save(out_model, {"model": model.state_dict(), "meta": meta})
     write_json(metrics, result)
     return result

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from esol.classifier import train_stage
-from esol.config import Params
+from esol.infra.config import Params
+from esol.training.classifier import train_stage
 
 OUTPUTS = ("out_model", "metrics", "live_dir", "checkpoint_dir")
 

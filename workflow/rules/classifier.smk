@@ -8,20 +8,20 @@ rule train_cam:
         model="results/models/cam.pt",
         metrics="results/metrics/train/cam.json",
         live=directory("results/live/train_cam"),
+    log:
+        "logs/train_cam.log",
+    benchmark:
+        "benchmarks/train_cam.tsv"
+    conda:
+        "../envs/esol.yaml"
+    threads: 2
+    resources:
+        gpu=1,
     params:
         esol=ESOL,
         config=PARAMS,
         sections=sections(*SECTIONS_CLASSIFIER, "train_cam"),
         checkpoints="results/checkpoints/train_cam",
-    conda:
-        "../envs/esol.yaml"
-    log:
-        "logs/train_cam.log",
-    benchmark:
-        "benchmarks/train_cam.tsv"
-    threads: 2
-    resources:
-        gpu=1,
     shell:
         "{params.esol} --log {log} --gpus {resources.gpu} train_cam"
         " --params {params.config} --data {input.data} --out-model {output.model}"
@@ -36,20 +36,20 @@ rule train_expansion:
         model="results/models/expansion.pt",
         metrics="results/metrics/train/expansion.json",
         live=directory("results/live/train_expansion"),
+    log:
+        "logs/train_expansion.log",
+    benchmark:
+        "benchmarks/train_expansion.tsv"
+    conda:
+        "../envs/esol.yaml"
+    threads: 2
+    resources:
+        gpu=1,
     params:
         esol=ESOL,
         config=PARAMS,
         sections=sections(*SECTIONS_CLASSIFIER, "train_expansion"),
         checkpoints="results/checkpoints/train_expansion",
-    conda:
-        "../envs/esol.yaml"
-    log:
-        "logs/train_expansion.log",
-    benchmark:
-        "benchmarks/train_expansion.tsv"
-    threads: 2
-    resources:
-        gpu=1,
     shell:
         "{params.esol} --log {log} --gpus {resources.gpu} train_expansion"
         " --params {params.config} --data {input.data} --init-model {input.init}"
@@ -65,20 +65,20 @@ rule train_shrinkage:
         model="results/models/{shrunk}.pt",
         metrics="results/metrics/train/{shrunk}.json",
         live=directory("results/live/train_shrinkage_{shrunk}"),
+    log:
+        "logs/train_shrinkage_{shrunk}.log",
+    benchmark:
+        "benchmarks/train_shrinkage_{shrunk}.tsv"
+    conda:
+        "../envs/esol.yaml"
+    threads: 2
+    resources:
+        gpu=1,
     params:
         esol=ESOL,
         config=PARAMS,
         sections=sections(*SECTIONS_CLASSIFIER, "train_shrinkage"),
         checkpoints="results/checkpoints/train_shrinkage_{shrunk}",
-    conda:
-        "../envs/esol.yaml"
-    log:
-        "logs/train_shrinkage_{shrunk}.log",
-    benchmark:
-        "benchmarks/train_shrinkage_{shrunk}.tsv"
-    threads: 2
-    resources:
-        gpu=1,
     shell:
         "{params.esol} --log {log} --gpus {resources.gpu} train_shrinkage"
         " --params {params.config} --data {input.data} --init-model {input.init}"

@@ -5,7 +5,8 @@ import yaml
 from snakemake.exceptions import WorkflowError
 from snakemake.utils import validate
 
-from esol.config import ConfigError, effective
+from esol import variants
+from esol.infra.config import ConfigError, effective
 
 # An unknown key, a wrong type or an out-of-range value stops the run here, key named.
 validate(config, "../schemas/params.schema.yaml")
@@ -16,10 +17,12 @@ except ConfigError as error:
 
 ESOL = f"{sys.executable} -m esol"
 DATA = "data/dataset"
-VARIANTS = ["cam", "expansion", "shrinkage", "esol"]
-FINAL_VARIANT = "esol"
-# Variants whose CRF pseudo labels are scored (the baseline and the method).
-PSEUDO_LABEL_VARIANTS = ["cam", FINAL_VARIANT]
+# Which variants exist and what each is made from: esol/variants.py.
+VARIANTS = list(variants.NAMES)
+FINAL_VARIANT = variants.FINAL_VARIANT
+PSEUDO_LABEL_VARIANTS = list(variants.PSEUDO_LABEL_VARIANTS)
+# Variants a segmentation net is trained and scored on (params: train_seg.variants).
+SEG_VARIANTS = list(EFFECTIVE["train_seg"]["variants"])
 FINAL_METRICS = [
     "results/metrics/seeds.json",
     "results/metrics/pseudo_labels.json",
@@ -49,6 +52,37 @@ def params_file():
 PARAMS = params_file()
 
 
+# Steps that run several processes (the CRF's pool, COCO's mask painting) ask for every core:
+# Snakemake caps a job's threads at --cores (the Slurm profile sets them per rule). make_cam asks
+# for its loader workers (runtime.num_workers) and two more, so that jobs on several GPUs still run
+# side by side; it fits its workers into the threads it gets. In dvc.yaml, whose stages run one at
+# a time, every `--threads N` is `--threads 0`: the machine's usable CPUs (esol/dvcgen.py).
+ALL_CORES = 1024
+CAM_THREADS = 2 + EFFECTIVE["runtime"]["num_workers"]
+
+# Per-image steps split into separate jobs (make_cam.shards, refine_crf.shards): shard k of n
+# writes results/shards/<step output>/<k>, one gather job puts them together byte-identically.
+CAM_SHARDS = EFFECTIVE["make_cam"]["shards"]
+CRF_SHARDS = EFFECTIVE["refine_crf"]["shards"]
+
+
+def sharded(path, shards):
+    """A per-image step's output folder: ``path`` itself, or its shard folders when split."""
+    return path if shards == 1 else str(Path("results", "shards", path.removeprefix("results/"), "{shard}"))
+
+
+def shard_suffix(shards):
+    """What a shard job adds to its log and benchmark file names."""
+    return "" if shards == 1 else "_{shard}"
+
+
+def shard_options(shards):
+    """The step's --shard/--shards options (none when not split)."""
+    if shards == 1:
+        return ""
+    return lambda wildcards: f"--shard {wildcards.shard} --shards {shards}"
+
+
 def sections(*names):
     return {name: EFFECTIVE[name] for name in names}
 
@@ -59,16 +93,49 @@ def metrics_file(path):
 
 
 def cam_split(variant):
-    """The final variant's CAMs cover train_aug (they train the segmentation net); the
-    ablation variants only need the ground-truth split the seeds are scored on."""
-    return "train_aug" if variant == FINAL_VARIANT else "train"
+    """The split a variant's CAMs cover (esol/variants.py); a variant with a segmentation net
+    needs train_aug (its pseudo labels train the net)."""
+    return variants.cam_split(variant, SEG_VARIANTS)
+
+
+def folder_inputs(wildcards):
+    """A folder dataset's files (esol.data.folder), so that editing them reruns prepare_data."""
+    if EFFECTIVE["dataset"]["name"] != "folder":
+        return []
+    root = Path(EFFECTIVE["folder"]["root"])
+    names = ["labels.csv", "classes.txt", "images", "masks", "splits/train.txt", "splits/val.txt"]
+    return [str(root / name) for name in names if (root / name).exists()]
 
 
 def shrinkage_init(wildcards):
-    """esol shrinks the expanded classifier; the shrinkage-only ablation shrinks plain CAM."""
-    return "results/models/expansion.pt" if wildcards.shrunk == FINAL_VARIANT else "results/models/cam.pt"
+    """The model a shrunk variant starts from: esol the expanded one, shrinkage plain CAM."""
+    return f"results/models/{variants.VARIANTS[wildcards.shrunk].trained_from}.pt"
 
 
 wildcard_constraints:
     variant="|".join(VARIANTS),
-    shrunk="shrinkage|esol",
+    shard=r"\d+",
+    shrunk="|".join(variants.SHRUNK),
+
+
+# --- IRN refinement (workflow/rules/irn.smk) ---------------------------------------------------
+# The variants whose IRN masks are made and scored: those whose CRF pseudo labels are.
+IRN_VARIANTS = PSEUDO_LABEL_VARIANTS
+IRN_PSEUDO_LABEL_METRICS = [f"results/metrics/pseudo_labels/{variant}_irn.json" for variant in IRN_VARIANTS]
+FINAL_METRICS.append("results/figures/refinement")
+
+
+def seg_labels(wildcards):
+    """The pseudo masks a variant's segmentation net trains on (train_seg.refinement): the CRF
+    step's IR labels (uncertain pixels ignored) or IRN's random-walk masks."""
+    suffix = "_irn" if EFFECTIVE["train_seg"]["refinement"] == "irn" else ""
+    return f"results/pseudo_labels/{wildcards.variant}{suffix}"
+
+
+def irn_mask_split(variant):
+    """IRN masks cover train_aug only where they train a segmentation net (train_seg.refinement:
+    irn); otherwise the split they are scored on, which saves the walk of 900 synthetic images
+    (about 85 s of CPU) per variant in the default run."""
+    if variant in SEG_VARIANTS and EFFECTIVE["train_seg"]["refinement"] == "irn":
+        return "train_aug"
+    return "train"

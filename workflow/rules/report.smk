@@ -3,11 +3,8 @@
 # workflow/report/.
 
 LIVE_DIRS = [
-    "results/live/train_cam",
-    "results/live/train_expansion",
-    "results/live/train_shrinkage_shrinkage",
-    f"results/live/train_shrinkage_{FINAL_VARIANT}",
-    "results/live/train_seg",
+    *(f"results/live/{run}" for run in variants.TRAINING_RUNS),
+    *expand("results/live/train_seg_{variant}", variant=SEG_VARIANTS),
 ]
 
 
@@ -18,7 +15,8 @@ rule make_figures:
         pseudo_labels=expand("results/pseudo_labels/{variant}", variant=PSEUDO_LABEL_VARIANTS),
         seg_model="results/models/seg.pt",
         seeds=expand("results/metrics/seeds/{variant}.json", variant=VARIANTS),
-        pseudo_label_metrics=expand("results/metrics/pseudo_labels/{variant}.json", variant=PSEUDO_LABEL_VARIANTS),
+        pseudo_label_metrics=expand("results/metrics/pseudo_labels/{variant}.json", variant=PSEUDO_LABEL_VARIANTS)
+        + IRN_PSEUDO_LABEL_METRICS,
         segmentation="results/metrics/segmentation.json",
         ablation="results/metrics/ablation.csv",
         live=LIVE_DIRS,
@@ -53,18 +51,18 @@ rule make_figures:
             category="3. Sample images",
             labels={"image": "{image}"},
         ),
+    log:
+        "logs/make_figures.log",
+    benchmark:
+        "benchmarks/make_figures.tsv"
+    conda:
+        "../envs/esol.yaml"
+    threads: 1
     params:
         esol=ESOL,
         config=PARAMS,
         sections=sections("model", "train_seg"),
         samples=6,
-    conda:
-        "../envs/esol.yaml"
-    log:
-        "logs/make_figures.log",
-    benchmark:
-        "benchmarks/make_figures.tsv"
-    threads: 1
     shell:
         "{params.esol} --log {log} make_figures --params {params.config} --data {input.data} --cams {input.cams}"
         " --pseudo-labels {input.pseudo_labels} --seg-model {input.seg_model} --seeds {input.seeds}"

@@ -1,0 +1,1 @@
+"""Evaluation: confusion matrices, mIoU / precision / recall, where the seed errors lie, "not scored"."""

@@ -1,0 +1,1 @@
+"""Inference: CAMs of the classifier and predictions of trained models on images."""

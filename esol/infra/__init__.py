@@ -1,0 +1,1 @@
+"""Infrastructure: configuration, files, logs, progress, runtime, devices and numerical guards."""

@@ -1,0 +1,1 @@
+"""The method: the ESOL classifier and its three training stages."""

@@ -1,0 +1,1 @@
+"""The segmentation network trained on the pseudo labels."""

@@ -1,0 +1,1 @@
+"""Training: the resumable training loop, the classifier stages, checkpoints."""
