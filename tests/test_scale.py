@@ -64,6 +64,26 @@ def test_batch_must_split_evenly():
     distributed.check_batch("train_cam", 16, 4)
 
 
+def test_training_steps_spread_over_the_planned_devices(monkeypatch):
+    """One device: the caller trains itself; two: one launch with the caller's arguments, rank 0's result back."""
+    launched = []
+
+    def fake_launch(fn, *args, world, device_type, **kwargs):
+        launched.append((fn, args, world, device_type, kwargs))
+        return {"rank0": True}
+
+    monkeypatch.setattr(distributed, "launch", fake_launch)
+    monkeypatch.delenv("ESOL_WORLD_SIZE", raising=False)
+    monkeypatch.setenv("ESOL_CPU_WORLD_SIZE", "1")
+    assert distributed.spread_training("train_seg", 8, "cpu", len, "x", out="y") == (False, None)
+    assert launched == []
+    monkeypatch.setenv("ESOL_CPU_WORLD_SIZE", "2")
+    assert distributed.spread_training("train_seg", 8, "cpu", len, "x", out="y") == (True, {"rank0": True})
+    assert launched == [(len, ("x",), 2, "cpu", {"out": "y"})]
+    with pytest.raises(ConfigError, match=r"train_irn\.batch_size=7 cannot be split over 2"):
+        distributed.spread_training("train_irn", 7, "cpu", len)
+
+
 def test_world_size_follows_the_lease():
     assert distributed.world_size_for_lease(2, {"CUDA_VISIBLE_DEVICES": "3,5"}) == 2
     assert distributed.world_size_for_lease(4, {"CUDA_VISIBLE_DEVICES": "3,5"}) == 2  # got fewer

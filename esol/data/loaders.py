@@ -79,7 +79,29 @@ def split_epoch_index(index: int | tuple[int, int], epoch: int) -> tuple[int, in
     return epoch, int(index)
 
 
-class ClassificationSet(TorchDataset):
+class EpochSeededSet(TorchDataset):
+    """The images of one split, each sample drawn from (seed, epoch, index).
+
+    The epoch comes with the index (the training sampler's ``(epoch, index)`` pairs, see
+    :func:`split_epoch_index`), so worker processes augment each epoch afresh.
+    """
+
+    takes_epoch_index = True
+
+    def __init__(self, dataset: Dataset, split: str, seed: int) -> None:
+        self.dataset, self.ids, self.seed, self.epoch = dataset, dataset.ids(split), seed, 0
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def draw(self, index: int | tuple[int, int]) -> tuple[np.random.Generator, str, np.ndarray]:
+        """This sample's generator, image id and image (H, W, 3) uint8."""
+        epoch, index = split_epoch_index(index, self.epoch)
+        image_id = self.ids[index]
+        return np.random.default_rng([self.seed, epoch, index]), image_id, self.dataset.image(image_id)
+
+
+class ClassificationSet(EpochSeededSet):
     """Images with multi-hot image-level labels, augmented as IRN's classifier input
     (``voc12/dataloader.py``): long side rescaled to a random length in ``resize_long`` (None: kept),
     ImageNet-normalised, flipped at random, and cut to a random ``crop_size`` window, padded
@@ -89,23 +111,15 @@ class ClassificationSet(TorchDataset):
     training sampler's ``(epoch, index)`` pairs), so worker processes augment each epoch afresh.
     """
 
-    takes_epoch_index = True
-
     def __init__(
         self, dataset: Dataset, split: str, crop_size: int, seed: int, resize_long: tuple[int, int] | None = None
     ) -> None:
-        self.dataset, self.ids, self.crop_size, self.seed = dataset, dataset.ids(split), crop_size, seed
+        super().__init__(dataset, split, seed)
+        self.crop_size = crop_size
         self.resize_long = tuple(resize_long) if resize_long else None
-        self.epoch = 0
-
-    def __len__(self) -> int:
-        return len(self.ids)
 
     def __getitem__(self, index: int | tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
-        epoch, index = split_epoch_index(index, self.epoch)
-        rng = np.random.default_rng([self.seed, epoch, index])
-        image_id = self.ids[index]
-        image = self.dataset.image(image_id)
+        rng, image_id, image = self.draw(index)
         if self.resize_long:
             image = resize_long_side(rng, image, self.resize_long)
         if rng.random() < 0.5:
@@ -149,10 +163,8 @@ def augment_pair(
     return torch.from_numpy(np.ascontiguousarray(hwc.transpose(2, 0, 1))), label
 
 
-class SegmentationTrainSet(TorchDataset):
+class SegmentationTrainSet(EpochSeededSet):
     """Images with label maps from ``label_dir`` (pseudo labels), augmented together (:func:`augment_pair`)."""
-
-    takes_epoch_index = True
 
     def __init__(
         self,
@@ -163,18 +175,12 @@ class SegmentationTrainSet(TorchDataset):
         seed: int,
         scale_range: tuple[float, float] = (1.0, 1.0),
     ) -> None:
-        self.dataset, self.ids, self.label_dir = dataset, dataset.ids(split), Path(label_dir)
-        self.crop_size, self.seed, self.epoch = crop_size, seed, 0
+        super().__init__(dataset, split, seed)
+        self.label_dir, self.crop_size = Path(label_dir), crop_size
         self.scale_range = (float(scale_range[0]), float(scale_range[1]))
 
-    def __len__(self) -> int:
-        return len(self.ids)
-
     def __getitem__(self, index: int | tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
-        epoch, index = split_epoch_index(index, self.epoch)
-        rng = np.random.default_rng([self.seed, epoch, index])
-        image_id = self.ids[index]
-        image = self.dataset.image(image_id)
+        rng, image_id, image = self.draw(index)
         label = read_label_png(self.label_dir / f"{image_id}.png", self.dataset.num_classes)
         if image.shape[:2] != label.shape:
             raise ValueError(

@@ -252,6 +252,21 @@ def launch(
             return pickle.load(handle)
 
 
+def spread_training(
+    name: str, batch_size: int, device: str, fn: Callable[..., Any], *args: Any, **kwargs: Any
+) -> tuple[bool, Any]:
+    """Run training step NAME once per device when several are planned: ``(True, rank 0's result)``.
+
+    ``(False, None)`` when this process trains alone (one device, or already one rank of a launch);
+    the caller then goes on itself. The batch must split evenly over the devices.
+    """
+    world, device_type = plan(device)
+    if world <= 1:
+        return False, None
+    check_batch(name, batch_size, world)
+    return True, launch(fn, *args, world=world, device_type=device_type, **kwargs)
+
+
 def all_mean(values: dict[str, float], device: Any) -> dict[str, float]:
     """The mean over all processes of each value (same keys everywhere); unchanged when alone."""
     if not _CURRENT.distributed:

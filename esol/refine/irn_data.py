@@ -8,22 +8,19 @@ from pathlib import Path
 import numpy as np
 import torch
 from PIL import Image
-from torch.utils.data import Dataset as TorchDataset
 
 from esol.data.layout import Dataset
-from esol.data.loaders import augment_pair, split_epoch_index
+from esol.data.loaders import EpochSeededSet, augment_pair
 from esol.infra.io import InputError, read_label_png
 from esol.refine.affinity import downsample_labels
 from esol.refine.random_walk import STRIDE
 
 
-class IRLabelTrainSet(TorchDataset):
+class IRLabelTrainSet(EpochSeededSet):
     """(normalised crop (3, C, C), IR labels on its grid (C/4, C/4) int64) per image of a split,
     augmented as the segmentation net's samples (:func:`esol.data.loaders.augment_pair`, bicubic as
     IRN): rescale, flip, crop padded with 0 after normalising; draws from (seed, epoch, index), the
     epoch carried with the index so that worker processes augment each epoch afresh."""
-
-    takes_epoch_index = True
 
     def __init__(
         self,
@@ -34,17 +31,11 @@ class IRLabelTrainSet(TorchDataset):
         scale_range: tuple[float, float],
         seed: int,
     ) -> None:
-        self.dataset, self.ids, self.label_dir = dataset, dataset.ids(split), Path(label_dir)
-        self.crop_size, self.scale_range, self.seed, self.epoch = crop_size, scale_range, seed, 0
-
-    def __len__(self) -> int:
-        return len(self.ids)
+        super().__init__(dataset, split, seed)
+        self.label_dir, self.crop_size, self.scale_range = Path(label_dir), crop_size, scale_range
 
     def __getitem__(self, index: int | tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
-        epoch, index = split_epoch_index(index, self.epoch)
-        rng = np.random.default_rng([self.seed, epoch, index])
-        image_id = self.ids[index]
-        image = self.dataset.image(image_id)
+        rng, image_id, image = self.draw(index)
         path = self.label_dir / f"{image_id}.png"
         label = read_label_png(path, self.dataset.num_classes)
         if image.shape[:2] != label.shape:

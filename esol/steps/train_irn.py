@@ -39,22 +39,22 @@ def run(
     resumable checkpoint per epoch to CHECKPOINT_DIR (resumed only for the same labels and params).
     """
     cfg = params.train_irn
-    world, device_type = distributed.plan(params.runtime.device)
-    if world > 1:
-        distributed.check_batch("train_irn", cfg.batch_size, world)
-        return distributed.launch(
-            run,
-            params,
-            world=world,
-            device_type=device_type,
-            data=data,
-            labels=labels,
-            split=split,
-            out_model=out_model,
-            metrics=metrics,
-            live_dir=live_dir,
-            checkpoint_dir=checkpoint_dir,
-        )
+    spread, result = distributed.spread_training(
+        "train_irn",
+        cfg.batch_size,
+        params.runtime.device,
+        run,
+        params,
+        data=data,
+        labels=labels,
+        split=split,
+        out_model=out_model,
+        metrics=metrics,
+        live_dir=live_dir,
+        checkpoint_dir=checkpoint_dir,
+    )
+    if spread:
+        return result
     seed = params.dataset.seed * 100 + 20
     runtime = make_runtime(params.runtime, seed)
     dataset = Dataset(data)

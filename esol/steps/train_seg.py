@@ -37,21 +37,21 @@ def run(
     cfg = params.train_seg
     if cfg.scale_min > cfg.scale_max:
         raise ConfigError(f"train_seg.scale_min {cfg.scale_min} exceeds train_seg.scale_max {cfg.scale_max}")
-    world, device_type = distributed.plan(params.runtime.device)
-    if world > 1:
-        distributed.check_batch("train_seg", cfg.batch_size, world)
-        return distributed.launch(
-            run,
-            params,
-            world=world,
-            device_type=device_type,
-            data=data,
-            labels=labels,
-            out_model=out_model,
-            metrics=metrics,
-            live_dir=live_dir,
-            checkpoint_dir=checkpoint_dir,
-        )
+    spread, result = distributed.spread_training(
+        "train_seg",
+        cfg.batch_size,
+        params.runtime.device,
+        run,
+        params,
+        data=data,
+        labels=labels,
+        out_model=out_model,
+        metrics=metrics,
+        live_dir=live_dir,
+        checkpoint_dir=checkpoint_dir,
+    )
+    if spread:
+        return result
     seed = params.dataset.seed * 100 + 10
     runtime = make_runtime(params.runtime, seed)
     dataset = Dataset(data)

@@ -80,22 +80,22 @@ def train_stage(
     runs this function; rank 0 writes the outputs.
     """
     cfg = params.section(stage)
-    world, device_type = distributed.plan(params.runtime.device)
-    if world > 1:
-        distributed.check_batch(stage, cfg.batch_size, world)
-        return distributed.launch(
-            train_stage,
-            stage,
-            params,
-            world=world,
-            device_type=device_type,
-            data_dir=data_dir,
-            init_model=init_model,
-            out_model=out_model,
-            metrics=metrics,
-            live_dir=live_dir,
-            checkpoint_dir=checkpoint_dir,
-        )
+    spread, result = distributed.spread_training(
+        stage,
+        cfg.batch_size,
+        params.runtime.device,
+        train_stage,
+        stage,
+        params,
+        data_dir=data_dir,
+        init_model=init_model,
+        out_model=out_model,
+        metrics=metrics,
+        live_dir=live_dir,
+        checkpoint_dir=checkpoint_dir,
+    )
+    if spread:
+        return result
     stage_index = STAGES.index(stage)
     runtime = make_runtime(params.runtime, params.dataset.seed * 100 + stage_index)
     dataset = Dataset(data_dir)
