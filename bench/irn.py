@@ -5,13 +5,15 @@ Sides, on the same images, CAM files (blurred ground-truth masks) and IRN model 
 weights do not change the cost): ``step`` is ``esol.steps.make_sem_seg.run`` (read image and CAM
 file, IRN boundary with its flip, CAMs to the stride-4 grid, walk, upsample, argmax, PNG write);
 ``bare`` is ``esol.refine.random_walk.random_walk`` alone, on boundary maps and CAM grids
-prepared in advance. Target: step images/s >= 0.8 x bare images/s.
+prepared in advance. Target: step images/s >= 0.8 x bare images/s. ``compute`` is the step's
+arithmetic without its files: IRN boundary of the image and its mirror, CAMs to the grid, the
+walk, on images and CAM planes held in memory (the step over it is the step's own overhead).
 
-Memory: the walk holds two dense N x N float32 matrices (N = cells of the stride-4 grid) while
-it squares the transition matrix; at VOC size (500 x 375: a 125 x 94 grid, N = 11,750) that is
-2 x 552 MB. ``--memory`` measures it in a fresh process, one squaring (the peak does not grow
-with more: the two buffers swap): the growth of the peak resident set over the process before
-the walk, on CPU; torch's peak allocation, on CUDA (then with all of ``make_sem_seg.exp_times``).
+Memory: the walk holds the sparse transition matrix (about N x 80 entries at radius 5, N = cells
+of the stride-4 grid) and the K score vectors; IRN's dense walk held two N x N float32 matrices
+(at VOC size, 500 x 375, a 125 x 94 grid, N = 11,750: 2 x 552 MB). ``--memory`` measures one
+whole walk in a fresh process: the growth of the peak resident set over the process before the
+walk, on CPU; torch's peak allocation, on CUDA.
 """
 
 from __future__ import annotations
@@ -32,7 +34,7 @@ VOC_CLASSES = 21
 
 
 def dense_bytes(height: int, width: int) -> int:
-    """Bytes of the two N x N float32 matrices the walk of an image holds."""
+    """Bytes of the two N x N float32 matrices IRN's dense walk of an image holds."""
     n = (-(-height // 4)) * (-(-width // 4))
     return 2 * n * n * 4
 
@@ -43,7 +45,7 @@ def memory_probe(height: int, width: int, classes: int, device: str) -> dict:
 
     from esol.infra.config import params_from_dict
     from esol.refine.affinity import pair_offsets
-    from esol.refine.random_walk import grid_size, random_walk
+    from esol.refine.random_walk import grid_size, random_walk, sparse_transition
 
     cfg = params_from_dict(common.params_dict(False)).make_sem_seg
     h, w = grid_size(height, width)
@@ -51,6 +53,10 @@ def memory_probe(height: int, width: int, classes: int, device: str) -> dict:
     boundary = (torch.rand(h, w, generator=gen) * 0.2).to(device)
     scores = torch.rand(classes - 1, h, w, generator=gen).to(device)
     pairs = pair_offsets(cfg.radius)
+    matrix = sparse_transition(boundary, pairs, cfg.beta)
+    parts = (matrix.values(), matrix.col_indices(), matrix.crow_indices())
+    sparse_bytes = sum(t.numel() * t.element_size() for t in parts)
+    del matrix, parts
     if device == "cuda":
         torch.cuda.reset_peak_memory_stats()
         base = torch.cuda.memory_allocated()
@@ -61,12 +67,18 @@ def memory_probe(height: int, width: int, classes: int, device: str) -> dict:
             "peak_bytes": torch.cuda.max_memory_allocated() - base,
             "seconds": time.perf_counter() - start,
             "exp_times": cfg.exp_times,
+            "sparse_bytes": sparse_bytes,
         }
     before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
     start = time.perf_counter()
-    random_walk(scores, boundary, pairs, cfg.beta, 1)
+    random_walk(scores, boundary, pairs, cfg.beta, cfg.exp_times)
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-    return {"peak_bytes": peak - before, "seconds": time.perf_counter() - start, "exp_times": 1}
+    return {
+        "peak_bytes": peak - before,
+        "seconds": time.perf_counter() - start,
+        "exp_times": cfg.exp_times,
+        "sparse_bytes": sparse_bytes,
+    }
 
 
 def measure_memory(height: int, width: int, classes: int, device: str) -> dict:
@@ -93,12 +105,14 @@ def prepare(root: Path, params, dataset, ids: list[str]):
     model = build_irn(params.model, params.train_irn.train_backbone)
     checkpoint.save(root / "irn.pt", {"model": model.state_dict()})
     model.eval()
-    tensors = []
+    tensors, held = [], []
     for image_id in ids:
         _, planes = load_cam(cams / f"{image_id}.npz")
-        boundary = predict_boundary(model, normalize(dataset.image(image_id))).float()
+        image = normalize(dataset.image(image_id))
+        boundary = predict_boundary(model, image).float()
         tensors.append((to_grid(torch.from_numpy(planes)), boundary))
-    return cams, root / "irn.pt", tensors
+        held.append((image, torch.from_numpy(planes)))
+    return cams, root / "irn.pt", tensors, (model, held)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -113,7 +127,8 @@ def main(argv: list[str] | None = None) -> int:
 
     from esol.infra.config import params_from_dict
     from esol.refine.affinity import pair_offsets
-    from esol.refine.random_walk import random_walk
+    from esol.refine.irn import predict_boundary
+    from esol.refine.random_walk import random_walk, to_grid
     from esol.steps import make_sem_seg
 
     overrides = {"runtime": {"device": "cpu"}}
@@ -127,7 +142,7 @@ def main(argv: list[str] | None = None) -> int:
         root = Path(tmp)
         dataset = common.synthetic_dataset(root / "dataset", raw, images)
         ids = dataset.ids("train")
-        cams, model, tensors = prepare(root, params, dataset, ids)
+        cams, model, tensors, (network, held) = prepare(root, params, dataset, ids)
         pairs = pair_offsets(cfg.radius)
         runs = iter(range(10**6))
 
@@ -140,8 +155,15 @@ def main(argv: list[str] | None = None) -> int:
             for scores, boundary in tensors:
                 random_walk(scores, boundary, pairs, cfg.beta, cfg.exp_times)
 
-        times = common.interleaved({"step": step, "bare": bare}, common.reps(args))
+        def compute() -> None:
+            with torch.no_grad():
+                for image, planes in held:
+                    boundary = predict_boundary(network, image).float()
+                    random_walk(to_grid(planes), boundary, pairs, cfg.beta, cfg.exp_times)
+
+        times = common.interleaved({"step": step, "bare": bare, "compute": compute}, common.reps(args))
     ratio = common.ratios(times["bare"], times["step"])
+    over_compute = common.ratios(times["compute"], times["step"])
     figures = [
         common.Figure(
             "irn.sem_seg_over_bare_walk",
@@ -150,7 +172,15 @@ def main(argv: list[str] | None = None) -> int:
             detail=f"step {images / common.stats(times['step']).median:.1f} img/s vs bare walk "
             f"{images / common.stats(times['bare']).median:.1f} img/s",
             spread=f"[{ratio.low:.3f}, {ratio.high:.3f}]",
-        )
+        ),
+        common.Figure(
+            "irn.sem_seg_over_compute",
+            round(over_compute.median, 3),
+            TARGET,
+            detail=f"step {images / common.stats(times['step']).median:.1f} img/s vs boundary + walk in memory "
+            f"{images / common.stats(times['compute']).median:.1f} img/s",
+            spread=f"[{over_compute.low:.3f}, {over_compute.high:.3f}]",
+        ),
     ]
     extra = {
         "images": f"{images} synthetic images of {raw['synthetic']['image_size']} px, torch threads "
@@ -161,8 +191,9 @@ def main(argv: list[str] | None = None) -> int:
         height, width = (int(v) for v in args.memory_size.split("x"))
         probe = measure_memory(height, width, VOC_CLASSES, args.device)
         extra[f"peak_memory_at_{height}x{width}"] = (
-            f"{probe['peak_bytes'] / 2**20:.0f} MiB on {args.device} against {dense_bytes(height, width) / 2**20:.0f} "
-            f"MiB of dense matrices ({probe['seconds']:.1f} s for {probe['exp_times']} squaring(s))"
+            f"{probe['peak_bytes'] / 2**20:.0f} MiB peak growth on {args.device} (sparse T: "
+            f"{probe['sparse_bytes'] / 2**20:.1f} MiB) against {dense_bytes(height, width) / 2**20:.0f} "
+            f"MiB of IRN's dense matrices ({probe['seconds']:.1f} s for a walk of 2^{probe['exp_times']} steps)"
         )
     common.report("IRN masks: make_sem_seg vs bare random walk", args, figures, **extra)
     return 0

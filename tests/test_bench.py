@@ -25,7 +25,7 @@ FIGURES = {
         "folder.prepare_seconds",
         "folder.read_with_masks_seconds",
     ],
-    "irn": ["irn.sem_seg_over_bare_walk"],
+    "irn": ["irn.sem_seg_over_bare_walk", "irn.sem_seg_over_compute"],
 }
 
 

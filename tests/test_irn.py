@@ -15,12 +15,10 @@ import yaml
 from esol.inference.cams import quantise, save_cam
 from esol.infra.config import params_from_dict
 from esol.infra.io import IGNORE_LABEL, read_label_png, write_label_png
-from esol.refine.affinity import affinity_labels, downsample_labels, pair_offsets
+from esol.refine.affinity import affinity_labels, downsample_labels, pair_offsets, path_affinity
 from esol.refine.random_walk import (
-    affinity_matrix,
-    matrix_power_by_squaring,
     random_walk,
-    transition_matrix,
+    sparse_transition,
     walk_to_mask,
 )
 from esol.training import checkpoint
@@ -70,17 +68,34 @@ def test_labels_go_to_the_stride_grid_by_their_cell_centres():
     assert grid[0, 0] == label[2, 2] and grid[2, 1] == label[9, 5]  # the last cells clamp to the edge
 
 
-def test_transition_matrix_is_row_stochastic_and_stays_so_when_squared():
+def dense_affinity(boundary: torch.Tensor, radius: int, beta: float) -> torch.Tensor:
+    """IRN's dense A, pair by pair: (1 - max boundary on the path) ** beta within the radius, 1 on the diagonal."""
+    h, w = boundary.shape
+    pairs = pair_offsets(radius)
+    scaled = path_affinity(boundary, pairs).clamp(min=0) ** beta
+    matrix = torch.eye(h * w)
+    for k, (dy, dx) in enumerate(pairs.offsets):
+        for y in range(h):
+            for x in range(w):
+                if y + dy < h and 0 <= x + dx < w:
+                    i, j = y * w + x, (y + dy) * w + x + dx
+                    matrix[i, j] = matrix[j, i] = scaled[k, y, x]
+    return matrix
+
+
+def test_the_sparse_walk_is_irns_dense_matrix_power():
     boundary = torch.rand(6, 7, generator=torch.Generator().manual_seed(0))
-    affinity = affinity_matrix(boundary, pair_offsets(3), beta=10)
-    assert torch.allclose(affinity, affinity.T)
-    assert torch.all(affinity.diagonal() == 1)
-    transition = transition_matrix(affinity.clone())
+    affinity = dense_affinity(boundary, 3, beta=10)
+    transition = sparse_transition(boundary, pair_offsets(3), beta=10).to_dense()
     assert torch.all(transition >= 0)
     assert torch.allclose(transition.sum(dim=1), torch.ones(42))
     assert not torch.allclose(transition.sum(dim=0), torch.ones(42))  # rows, not columns
-    walked = matrix_power_by_squaring(transition, 4)
-    assert torch.allclose(walked.sum(dim=1), torch.ones(42), atol=1e-5)
+    assert torch.allclose(transition, affinity / affinity.sum(dim=1, keepdim=True), atol=1e-6)
+    scores = torch.rand(2, 6, 7, generator=torch.Generator().manual_seed(1))
+    power = torch.linalg.matrix_power(transition.double(), 2**4)  # IRN squares T exp_times = 4 times
+    expected = ((scores * (1 - boundary)).reshape(2, 42).double() @ power.T).reshape(2, 6, 7)
+    walked = random_walk(scores, boundary, pair_offsets(3), beta=10, exp_times=4)
+    assert torch.allclose(walked.double(), expected, atol=1e-5)
 
 
 def test_the_walk_spreads_a_seed_inside_its_region_and_stops_at_a_boundary():

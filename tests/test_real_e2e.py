@@ -1,8 +1,10 @@
 """The voc12 and coco14 recipes end to end under Snakemake, as an offline user runs them: data
 pre-staged in ESOL_DATA_DIR (small trees in the real layouts, VOC-sized real pixels), a real
 torchvision ResNet-50 from ``model.weights_file`` (``pretrained: true``), data-loader workers on,
-every network connection refused. The recipe is shrunk only in crop, batch, epochs and CAM scales,
-by a ``--configfile`` overlay (minutes on 2 cores)."""
+every network connection refused. The recipe is shrunk only in crop, batch, epochs and the scales
+of CAM inference and segmentation evaluation, by a ``--configfile`` overlay (minutes on 2 cores).
+The DAG is the recipe's whole: both variants' CRF and IRN refinement (ResNet-50 IRN) and
+segmentation nets."""
 
 from __future__ import annotations
 
@@ -34,7 +36,9 @@ def shrink_overlay(dataset: str, weights_file: Path) -> dict:
                 "train_expansion": stage,
                 "train_shrinkage": stage,
                 "make_cam": {"scales": [0.5]},
+                "train_irn": stage,
                 "train_seg": stage,
+                "eval_seg": {"scales": [1.0]},
             }
         },
     }
@@ -74,6 +78,11 @@ def check_results(project: Path, dataset: str, num_classes: int) -> None:
     for stage in ("cam", "expansion", "esol"):
         trained = json.loads((metrics / "train" / f"{stage}.json").read_text())
         assert math.isfinite(trained["loss"]), trained
+    for variant in ("cam", "esol"):
+        irn = json.loads((metrics / "train" / f"irn_{variant}.json").read_text())
+        assert all(math.isfinite(v) for v in irn.values() if isinstance(v, float)), irn
+        masks = json.loads((metrics / "pseudo_labels" / f"{variant}_irn.json").read_text())
+        assert 0 <= masks["miou"] <= 100 and len(masks["per_class"]) == num_classes, masks["miou"]
     for name in ("seeds", "pseudo_labels", "segmentation"):
         m = json.loads((metrics / f"{name}.json").read_text())
         assert 0 <= m["miou"] <= 100 and len(m["per_class"]) == num_classes, (name, m["miou"])

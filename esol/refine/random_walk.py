@@ -1,14 +1,19 @@
 """IRN's random walk: CAMs propagated over the affinities of a predicted boundary map.
 
 a_ij = (1 - max boundary on the path from i to j) ** beta for pairs within the radius (1 on the
-diagonal, 0 elsewhere); T = D^-1 A, row-stochastic; T squared ``exp_times`` times (a walk of
-2 ** exp_times steps); the scores s (boundary-damped: s * (1 - B)) become T^(2^n) s: each pixel
-takes the mean score at the ends of walks started from it, which stay inside its region.
+diagonal, 0 elsewhere); T = D^-1 A, row-stochastic; the scores s (boundary-damped: s * (1 - B))
+become T^(2^n) s, n = ``exp_times``: each pixel takes the mean score at the ends of walks
+started from it, which stay inside its region. IRN squares the dense N x N matrix n times
+(2 x N^2 floats: 1.1 GB at VOC size, and n dense N^3 products); here the sparse T (about N x
+pairs entries) is applied 2^n times to the K score vectors, the same product in another order,
+which costs 2^n x nnz x K and no N x N buffer.
 Everything runs on the stride-4 grid; the result is upsampled to the image, a background
 score is padded in front and the argmax is the mask.
 """
 
 from __future__ import annotations
+
+import warnings
 
 import numpy as np
 import torch
@@ -19,38 +24,32 @@ from esol.refine.affinity import PairOffsets, path_affinity
 STRIDE = 4
 
 
-def affinity_matrix(boundary: torch.Tensor, pairs: PairOffsets, beta: float) -> torch.Tensor:
-    """Dense (N, N) affinities, N = h * w, of a boundary map (h, w): symmetric, diagonal 1."""
+def sparse_transition(boundary: torch.Tensor, pairs: PairOffsets, beta: float) -> torch.Tensor:
+    """T = D^-1 A, N = h * w, of a boundary map (h, w) as a sparse CSR (N, N) matrix: A symmetric, diagonal 1."""
     h, w = boundary.shape
     n = h * w
     scaled = path_affinity(boundary.float(), pairs).clamp_(min=0).pow_(beta)  # (P, h, w)
-    matrix = torch.zeros(n, n, dtype=torch.float32, device=boundary.device)
     ys, xs = torch.meshgrid(
         torch.arange(h, device=boundary.device), torch.arange(w, device=boundary.device), indexing="ij"
     )
+    cells = torch.arange(n, device=boundary.device)
+    rows, cols, values = [cells], [cells], [torch.ones(n, device=boundary.device)]
     for k, (dy, dx) in enumerate(pairs.offsets):
         inside = (ys + dy < h) & (xs + dx >= 0) & (xs + dx < w)
         src = (ys * w + xs)[inside]
         dst = ((ys + dy) * w + xs + dx)[inside]
-        values = scaled[k][inside]
-        matrix[src, dst] = values
-        matrix[dst, src] = values
-    matrix.diagonal().fill_(1.0)
-    return matrix
-
-
-def transition_matrix(affinity: torch.Tensor) -> torch.Tensor:
-    """Row-normalise (in place) an affinity matrix: T = D^-1 A, each row sums to 1."""
-    return affinity.div_(affinity.sum(dim=1, keepdim=True))
-
-
-def matrix_power_by_squaring(matrix: torch.Tensor, times: int) -> torch.Tensor:
-    """``matrix`` ** (2 ** times), squaring in place between two buffers (peak: two N x N)."""
-    spare = torch.empty_like(matrix)
-    for _ in range(times):
-        torch.matmul(matrix, matrix, out=spare)
-        matrix, spare = spare, matrix
-    return matrix
+        pair_values = scaled[k][inside]
+        rows += [src, dst]
+        cols += [dst, src]
+        values += [pair_values, pair_values]
+    row, col, value = torch.cat(rows), torch.cat(cols), torch.cat(values)
+    degree = torch.zeros(n, device=boundary.device).index_add_(0, row, value)
+    matrix = torch.sparse_coo_tensor(
+        torch.stack([row, col]), value / degree[row], (n, n), check_invariants=False
+    ).coalesce()
+    with warnings.catch_warnings():  # "CSR support is in beta": matrix @ dense is all the walk uses
+        warnings.simplefilter("ignore", UserWarning)
+        return matrix.to_sparse_csr()
 
 
 def random_walk(
@@ -58,9 +57,11 @@ def random_walk(
 ) -> torch.Tensor:
     """Propagate score maps (K, h, w) over a boundary map (h, w): T^(2^exp_times) (s * (1 - B))."""
     k, h, w = scores.shape
-    transition = matrix_power_by_squaring(transition_matrix(affinity_matrix(boundary, pairs, beta)), exp_times)
-    damped = (scores.float() * (1.0 - boundary.float())).reshape(k, h * w)
-    return (damped @ transition.T).reshape(k, h, w)
+    transition = sparse_transition(boundary, pairs, beta)
+    walked = (scores.float() * (1.0 - boundary.float())).reshape(k, h * w).T.contiguous()  # (N, K)
+    for _ in range(2**exp_times):
+        walked = transition @ walked
+    return walked.T.reshape(k, h, w)
 
 
 def grid_size(height: int, width: int, stride: int = STRIDE) -> tuple[int, int]:
