@@ -103,7 +103,7 @@ def test_report_renders_in_chromium_and_every_image_loads(report):
         pytest.skip(browser.MISSING_REASON)
     _, path = report
     images = {name for name, result in _embedded(path.read_text()).items() if result["mime_type"].startswith("image/")}
-    assert len(images) == 13  # 3 figures, 6 sample grids, 4 sampler pictures
+    assert len(images) == 19  # 3 figures, 6 sample grids, 4 sampler pictures, 6 refinement panels
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     with Browser(executable) as page:
         page.open(path.as_uri())
