@@ -3,6 +3,7 @@
     esol study --seeds 0 1 2 --cores 2
     esol study --seeds 0 1 --configfile ctx50.yaml --workdir studies-ctx50 --out results/study-ctx50
     esol study --seeds 0 1 2 --collect-only      # re-gather finished runs (e.g. after re-scoring)
+    esol study --seeds 0 1 2 3 --through product --out results/study-product   # + pseudo masks, segmentation
 
 ``--configfile FILE`` is a YAML overlay merged over params.yaml (``synthetic: {context_prob: 0.5}``),
 the same file Snakemake's ``--configfile`` takes. Each seed runs in its own copy of the project
@@ -12,6 +13,13 @@ under ``studies/seed-<n>/`` (Snakemake, with the overlay and ``dataset.seed`` se
 ``results/study/summary.csv``, with the three ESOL relations counted per seed (``relations.csv``)
 and, with every variant read at the same threshold, for each threshold of the sweep
 (``relations_by_threshold.csv``).
+
+``--through product`` runs each seed's whole DAG up to the ablation table
+(``results/metrics/ablation.csv``: the CRF and IRN pseudo masks and the segmentation net of each
+variant in ``train_seg.variants``, trained on the refinement ``train_seg.refinement`` names) and
+gathers it into ``product.csv`` (one row per seed and variant) and ``product_summary.csv``.
+A second study over the same ``--workdir`` with an overlay that changes only a later step (e.g.
+``train_seg: {refinement: irn}``) reruns only that step and what follows it; give it its own ``--out``.
 """
 
 from __future__ import annotations
@@ -52,9 +60,26 @@ def read_overlay(path: Path | None, params: Path = Path("params.yaml")) -> dict:
     return overlay
 
 
-def run_seed(seed: int, root: Path, cores: int, overlay: dict | None = None) -> pd.DataFrame:
-    """Run the variants' seed evaluation for one dataset seed, with ``overlay`` merged over
-    params.yaml; return one row per variant."""
+SEED_TARGETS = tuple(f"results/metrics/seeds/{variant}.json" for variant in VARIANTS)
+PRODUCT_TABLE = "results/metrics/ablation.csv"
+# Columns of the ablation table the product study keeps: the pseudo masks and the segmentation net.
+PRODUCT_COLUMNS = (
+    "pseudo_label_miou",
+    "pseudo_label_precision",
+    "pseudo_label_recall",
+    "irn_mask_miou",
+    "irn_mask_precision",
+    "irn_mask_recall",
+    "seg_miou",
+    "seg_precision",
+    "seg_recall",
+    "seg_miou_single_scale",
+    "seg_miou_crf",
+)
+
+
+def prepare_seed(seed: int, root: Path, overlay: dict | None = None) -> None:
+    """Copy the project into ``root`` with ``overlay`` and ``dataset.seed`` in its study.yaml."""
     root.mkdir(parents=True, exist_ok=True)
     for name in PROJECT_FILES:
         source = Path(name)
@@ -65,10 +90,54 @@ def run_seed(seed: int, root: Path, cores: int, overlay: dict | None = None) -> 
             shutil.copy2(source, target)
     seed_config = deep_merge(overlay or {}, {"dataset": {"seed": seed}})
     (root / SEED_CONFIG).write_text(yaml.safe_dump(seed_config, sort_keys=False))
-    targets = [f"results/metrics/seeds/{variant}.json" for variant in VARIANTS]
+
+
+def run_snakemake(root: Path, cores: int, targets: tuple[str, ...]) -> None:
+    """Run Snakemake in a seed's copy ``root`` up to ``targets``, with its study.yaml."""
     command = [sys.executable, "-m", "snakemake", "--cores", str(cores), "--configfile", SEED_CONFIG, *targets]
     subprocess.run(command, cwd=root, check=True)
+
+
+def run_seed(seed: int, root: Path, cores: int, overlay: dict | None = None) -> pd.DataFrame:
+    """Run the variants' seed evaluation for one dataset seed, with ``overlay`` merged over
+    params.yaml; return one row per variant."""
+    prepare_seed(seed, root, overlay)
+    run_snakemake(root, cores, SEED_TARGETS)
     return collect_seed(seed, root)
+
+
+def collect_product(seed: int, root: Path) -> pd.DataFrame:
+    """The pseudo-mask and segmentation columns of one seed's finished ablation table in ``root``:
+    one row per variant that has any of them."""
+    path = root / PRODUCT_TABLE
+    if not path.is_file():
+        raise SystemExit(f"error: {path}: no ablation table (run the study with --through product first)")
+    table = pd.read_csv(path)
+    columns = [c for c in PRODUCT_COLUMNS if c in table.columns]
+    table = table.loc[table[columns].notna().any(axis=1), ["variant", *columns]]
+    table.insert(0, "seed", seed)
+    return table.reset_index(drop=True)
+
+
+def product_study(args: argparse.Namespace, overlay: dict) -> int:
+    """``--through product``: each seed's DAG up to the ablation table, gathered into product.csv
+    and product_summary.csv (mean, std and count over the seeds per variant)."""
+    runs = []
+    for seed in args.seeds:
+        root = args.workdir / f"seed-{seed}"
+        if not args.collect_only:
+            prepare_seed(seed, root, overlay)
+            run_snakemake(root, args.cores, (PRODUCT_TABLE,))
+        runs.append(collect_product(seed, root))
+    table = pd.concat(runs, ignore_index=True)
+    summary = table.drop(columns="seed").groupby("variant", sort=False).agg(["mean", "std", "count"]).round(2)
+    args.out.mkdir(parents=True, exist_ok=True)
+    for name, frame, index in (("product.csv", table, False), ("product_summary.csv", summary, True)):
+        with atomic_path(args.out / name) as tmp:
+            frame.to_csv(tmp, index=index)
+    pd.set_option("display.width", 200)
+    print(summary.to_string())
+    return 0
 
 
 def collect_seed(seed: int, root: Path) -> pd.DataFrame:
@@ -221,7 +290,21 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="gather the seeds' finished runs from --workdir without running Snakemake",
     )
+    parser.add_argument(
+        "--through",
+        choices=("seeds", "product"),
+        default="seeds",
+        help="seeds: up to the per-variant seed metrics (the three claims); product: the whole DAG up to "
+        "the ablation table (pseudo masks of both refinements, the segmentation nets)",
+    )
     args = parser.parse_args(argv)
+    if args.through == "product":
+        try:
+            overlay = {} if args.collect_only else read_overlay(args.configfile)
+        except ConfigError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
+        return product_study(args, overlay)
     if args.collect_only:
         runs = [collect_seed(s, args.workdir / f"seed-{s}") for s in args.seeds]
     else:
