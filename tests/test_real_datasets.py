@@ -44,7 +44,8 @@ def voc_archives() -> dict[str, bytes]:
 
 def run_prepare_step(name: str, root: Path, downloads: Path, sbd: bool = True) -> dict:
     """download_data, then prepare_data with the network blocked (it converts, it fetches nothing)."""
-    params = params_from_dict({**smoke_params_dict(), "dataset": {"name": name, "seed": 0, "sbd": sbd}})
+    dataset = {"name": name, "seed": 0, "sbd": sbd, "pseudo_label_split": "train"}
+    params = params_from_dict({**smoke_params_dict(), "dataset": dataset})
     download_data.run(params, out=root / "sources.json", downloads=downloads)
     with blocked_network() as attempts:
         summary = prepare_data.run(

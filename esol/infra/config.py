@@ -28,6 +28,7 @@ class DatasetConfig:
     name: str
     seed: int
     sbd: bool  # voc12: SBD required (downloaded when missing); false: used only when found on disk
+    pseudo_label_split: str  # the split pseudo masks are scored on: train or train_aug
 
 
 @dataclass(frozen=True)
@@ -291,7 +292,14 @@ def effective(raw: dict[str, Any], source: str = "params.yaml") -> dict[str, Any
     base = {k: v for k, v in raw.items() if k != "recipes"}
     for name, recipe in recipes.items():
         validate(deep_merge(base, recipe or {}), f"{source} (recipes.{name})")
-    return deep_merge(base, recipes.get(raw["dataset"]["name"]) or {})
+    merged = deep_merge(base, recipes.get(raw["dataset"]["name"]) or {})
+    dataset = merged["dataset"]
+    if dataset["name"] == "voc12" and dataset["pseudo_label_split"] == "train_aug" and not dataset["sbd"]:
+        raise ConfigError(
+            f"{source}: dataset.pseudo_label_split: train_aug scores pseudo masks on VOC's 10,582 train_aug images, "
+            "whose masks come from SBD; set dataset.sbd: true (or pseudo_label_split: train)"
+        )
+    return merged
 
 
 def params_from_dict(raw: dict[str, Any], source: str = "params.yaml") -> Params:

@@ -92,9 +92,16 @@ def metrics_file(path):
     return report(path, caption="../report/metrics_file.rst", category="1. Metrics", subcategory="Files")
 
 
+# The split pseudo masks are scored on (dataset.pseudo_label_split): train, or train_aug.
+PSEUDO_LABEL_SPLIT = EFFECTIVE["dataset"]["pseudo_label_split"]
+
+
 def cam_split(variant):
     """The split a variant's CAMs cover (esol/variants.py); a variant with a segmentation net
-    needs train_aug (its pseudo labels train the net)."""
+    needs train_aug (its pseudo labels train the net), and so does a scored variant when pseudo
+    masks are scored on train_aug."""
+    if PSEUDO_LABEL_SPLIT == "train_aug" and variant in PSEUDO_LABEL_VARIANTS:
+        return "train_aug"
     return variants.cam_split(variant, SEG_VARIANTS)
 
 
@@ -134,8 +141,8 @@ def seg_labels(wildcards):
 
 def irn_mask_split(variant):
     """IRN masks cover train_aug only where they train a segmentation net (train_seg.refinement:
-    irn); otherwise the split they are scored on, which saves the walk of 900 synthetic images
-    (about 85 s of CPU) per variant in the default run."""
+    irn) or are scored there (dataset.pseudo_label_split); otherwise the split they are scored on,
+    which saves the walk of 900 synthetic images (about 85 s of CPU) per variant in the default run."""
     if variant in SEG_VARIANTS and EFFECTIVE["train_seg"]["refinement"] == "irn":
         return "train_aug"
-    return "train"
+    return PSEUDO_LABEL_SPLIT
