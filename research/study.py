@@ -94,7 +94,7 @@ def prepare_seed(seed: int, root: Path, overlay: dict | None = None) -> None:
 
 def run_snakemake(root: Path, cores: int, targets: tuple[str, ...]) -> None:
     """Run Snakemake in a seed's copy ``root`` up to ``targets``, with its study.yaml."""
-    command = [sys.executable, "-m", "snakemake", "--cores", str(cores), "--configfile", SEED_CONFIG, *targets]
+    command = [sys.executable, "-m", "snakemake", "--cores", str(cores), *targets, "--configfile", SEED_CONFIG]
     subprocess.run(command, cwd=root, check=True)
 
 

@@ -130,6 +130,8 @@ def test_study_configfile_is_an_overlay_passed_to_snakemake_with_the_seed(tmp_pa
         study.main(["--seeds", "4", "--configfile", str(overlay), "--workdir", str(tmp_path / "work")])
     ((command, cwd),) = calls
     assert command[command.index("--configfile") + 1] == "study.yaml" and cwd == tmp_path / "work" / "seed-4"
+    # Snakemake's --configfile takes every word after it: the targets must come before it
+    assert command[-2:] == ["--configfile", "study.yaml"] and "results/metrics/seeds/esol.json" in command
     assert yaml.safe_load((cwd / "study.yaml").read_text()) == {
         "synthetic": {"context_prob": 0.5},
         "train_shrinkage": {"epochs": 2},
