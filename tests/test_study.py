@@ -204,3 +204,42 @@ def test_relations_by_threshold_read_every_variant_at_the_same_threshold():
     assert low["all_three_seeds"] == 0
     assert high["expansion_recall_above_cam_seeds"] == 2 and high["esol_minus_cam_miou_mean"] == pytest.approx(-1.0)
     assert high["all_three_seeds"] == 0
+
+
+def test_product_study_gathers_pseudo_masks_and_segmentation_per_seed(tmp_path, monkeypatch):
+    """--through product runs Snakemake to the ablation table (targets before --configfile) and
+    gathers the variants that have pseudo masks or a segmentation net, with mean, std and count."""
+    from research import study
+
+    from .conftest import REPO
+
+    calls = []
+
+    def fake_snakemake(command, cwd, check):
+        calls.append(command)
+        seed = int(Path(cwd).name.removeprefix("seed-"))
+        table = pd.DataFrame(
+            {
+                "variant": ["cam", "expansion", "shrinkage", "esol"],
+                "seed_miou": [40.0, 45.0, 38.0, 48.0],
+                "pseudo_label_miou": [60.0 + seed, None, None, 62.0 + seed],
+                "irn_mask_miou": [58.0, None, None, 63.0],
+                "seg_miou": [65.0, None, None, 70.0 + 2 * seed],
+            }
+        )
+        (Path(cwd) / "results" / "metrics").mkdir(parents=True)
+        table.to_csv(Path(cwd) / study.PRODUCT_TABLE, index=False)
+
+    monkeypatch.chdir(REPO)
+    monkeypatch.setattr(study, "subprocess", SimpleNamespace(run=fake_snakemake))
+    out = tmp_path / "out"
+    args = ["--seeds", "0", "1", "--through", "product", "--workdir", str(tmp_path / "work"), "--out", str(out)]
+    assert study.main(args) == 0
+    assert all(c[-3:] == ["results/metrics/ablation.csv", "--configfile", "study.yaml"] for c in calls)
+    rows = pd.read_csv(out / "product.csv")
+    assert rows[["seed", "variant"]].values.tolist() == [[0, "cam"], [0, "esol"], [1, "cam"], [1, "esol"]]
+    assert "seed_miou" not in rows.columns
+    summary = pd.read_csv(out / "product_summary.csv", header=[0, 1], index_col=0)
+    assert summary.loc["esol", ("seg_miou", "mean")] == 71.0
+    assert summary.loc["esol", ("seg_miou", "count")] == 2
+    assert summary.loc["cam", ("pseudo_label_miou", "mean")] == 60.5
