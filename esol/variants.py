@@ -70,7 +70,10 @@ TRAINING_RUNS: tuple[str, ...] = tuple(dict.fromkeys(v.training_run for v in VAR
 TRAINING_TITLES: dict[str, str] = {v.training_run: v.title for v in VARIANTS.values()}
 
 
-def cam_split(name: str, seg_variants: tuple[str, ...] | list[str] = ()) -> str:
+def cam_split(name: str, seg_variants: tuple[str, ...] | list[str] = (), pseudo_label_split: str = "train") -> str:
     """The split variant ``name``'s CAMs cover: train_aug when a segmentation net trains on its
-    pseudo labels (``train_seg.variants``), else the variant's own (:attr:`Variant.cam_split`)."""
-    return "train_aug" if name in seg_variants else VARIANTS[name].cam_split
+    pseudo labels (``train_seg.variants``) or its pseudo labels are scored there
+    (``dataset.pseudo_label_split``), else the variant's own (:attr:`Variant.cam_split`)."""
+    if name in seg_variants or (pseudo_label_split == "train_aug" and VARIANTS[name].pseudo_labels_scored):
+        return "train_aug"
+    return VARIANTS[name].cam_split

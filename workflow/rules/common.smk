@@ -100,9 +100,7 @@ def cam_split(variant):
     """The split a variant's CAMs cover (esol/variants.py); a variant with a segmentation net
     needs train_aug (its pseudo labels train the net), and so does a scored variant when pseudo
     masks are scored on train_aug."""
-    if PSEUDO_LABEL_SPLIT == "train_aug" and variant in PSEUDO_LABEL_VARIANTS:
-        return "train_aug"
-    return variants.cam_split(variant, SEG_VARIANTS)
+    return variants.cam_split(variant, SEG_VARIANTS, PSEUDO_LABEL_SPLIT)
 
 
 def folder_inputs(wildcards):
